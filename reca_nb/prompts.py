@@ -1,0 +1,43 @@
+"""RecA prompt templates: the text that accompanies the understanding embedding (paper Sec. 3, practice 2).
+
+The official repo samples one of ~360 "describe the image" requests per sample. Ours are written for this
+project (data/prompts/reca_templates.txt, one per line, '#' starts a comment) and span terse labels, casual
+asks, polite requests and long attribute lists. `single` mode returns the one prompt used in ablations.
+"""
+from __future__ import annotations
+
+import random
+from functools import lru_cache
+
+from .paths import DATA_DIR
+
+TEMPLATE_FILE = DATA_DIR / "prompts" / "reca_templates.txt"
+SINGLE_PROMPT = "Describe the image."
+
+
+@lru_cache(maxsize=1)
+def _all_templates() -> tuple:
+    lines = TEMPLATE_FILE.read_text().splitlines()
+    out, seen = [], set()
+    for line in lines:
+        line = line.strip()
+        if line and not line.startswith("#") and line not in seen:
+            seen.add(line)
+            out.append(line)
+    return tuple(out)
+
+
+def load_templates(mode: str = "diverse") -> tuple:
+    """'diverse': every shipped template (>=360 unique); 'single': just SINGLE_PROMPT."""
+    if mode == "diverse":
+        return _all_templates()
+    if mode == "single":
+        return (SINGLE_PROMPT,)
+    raise ValueError(f"prompt mode must be 'diverse' or 'single', got {mode!r}")
+
+
+def sample_templates(n: int, mode: str = "diverse", rng: random.Random | None = None) -> list:
+    """n templates drawn uniformly with replacement (one per sample, as in the official data loaders)."""
+    pool = load_templates(mode)
+    rng = rng or random
+    return [pool[rng.randrange(len(pool))] for _ in range(n)]
