@@ -31,7 +31,8 @@ GROUPS = ("understanding", "generation", "shared", "frozen")
 
 
 class UMM(nn.Module):
-    arch: str = "umm"  # registry name, e.g. "showo"
+    arch: str = "umm"  # registry name, e.g. "showo-clip" (may be set per instance from the config)
+    arches: tuple = ()  # registry names a checkpoint of this class may carry; default (arch,)
     config_cls = None  # dataclass of the model's hyper-parameters; instances live in self.config
 
     # --- the interface -----------------------------------------------------------------------------
@@ -126,8 +127,9 @@ class UMM(nn.Module):
             raise FileNotFoundError(f"no checkpoint at {path}")
         with safe_open(str(path), "pt") as f:
             meta = f.metadata() or {}
-        if meta.get("arch") != cls.arch:
-            raise ValueError(f"{path} holds a {meta.get('arch')!r} model, not {cls.arch!r}")
+        accepted = cls.arches or (cls.arch,)
+        if meta.get("arch") not in accepted:
+            raise ValueError(f"{path} holds a {meta.get('arch')!r} model, not one of {accepted}")
         cfg = json.loads(meta["config"])
         names = {f.name for f in fields(cls.config_cls)}
         cfg = cls.config_cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in cfg.items() if k in names},
