@@ -1,0 +1,110 @@
+"""Command-line overrides for dataclass configs: `--key=value` -> a checked `dataclasses.replace`.
+
+    overrides = parse_overrides(["--steps=200", "--lr=3e-4", "--prompts=single"])
+    recipe = apply_overrides(preset("showo-clip", "reca"), overrides)
+
+Values are read with `ast.literal_eval` (so 3e-4, True, (0.9, 0.95) are numbers / bools / tuples) and fall
+back to the raw string ("single"). Nothing is ever exec'd. Unknown keys and wrongly typed values raise a
+ValueError that names the field, its type and the valid keys, so a typo fails before any training starts.
+"""
+from __future__ import annotations
+
+import ast
+import dataclasses
+import difflib
+import types
+import typing
+
+
+def parse_overrides(argv) -> dict:
+    """["--a=1", "--b=x", "--flag"] -> {"a": 1, "b": "x", "flag": True}. Dashes in keys become underscores."""
+    out = {}
+    for arg in argv:
+        if not arg.startswith("--") or len(arg) == 2:
+            raise ValueError(f"expected --key=value, got {arg!r}")
+        key, sep, raw = arg[2:].partition("=")
+        key = key.replace("-", "_")
+        if not key.replace("_", "").replace(".", "").isalnum():
+            raise ValueError(f"bad key {key!r} in {arg!r}")
+        out[key] = _literal(raw) if sep else True  # bare --flag means True
+    return out
+
+
+def _literal(raw: str):
+    try:
+        return ast.literal_eval(raw)
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        return raw  # a plain word such as single / cosine / cuda
+
+
+def apply_overrides(dc, overrides: dict):
+    """dataclasses.replace(dc, **overrides) with every key and value checked against the field types."""
+    if not dataclasses.is_dataclass(dc) or isinstance(dc, type):
+        raise TypeError(f"apply_overrides needs a dataclass instance, got {type(dc).__name__}")
+    cls = type(dc)
+    hints = typing.get_type_hints(cls)
+    valid = [f.name for f in dataclasses.fields(dc) if f.init]
+    clean = {}
+    for key, value in overrides.items():
+        if key not in valid:
+            close = difflib.get_close_matches(key, valid, n=3)
+            hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+            raise ValueError(f"Unknown config key {key!r} for {cls.__name__};{hint} "
+                             f"valid keys: {', '.join(valid)}")
+        clean[key] = _coerce(value, hints.get(key, typing.Any), f"{cls.__name__}.{key}")
+    return dataclasses.replace(dc, **clean)
+
+
+def _coerce(value, tp, where: str):
+    """`value` converted to annotation `tp` (int -> float, list -> tuple), or a clear ValueError."""
+    if tp is typing.Any:
+        return value
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):  # e.g. int | None: first type that accepts the value wins
+        if value is None and type(None) in args:
+            return None
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(value, a, where)
+            except ValueError:
+                pass
+        raise ValueError(f"{where} expects {_name(tp)}, got {value!r} ({type(value).__name__})")
+    if origin is typing.Literal:
+        if value in args:
+            return value
+        raise ValueError(f"{where} must be one of {args}, got {value!r}")
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():  # 1e3 -> 1000
+            return int(value)
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    elif tp is tuple or origin is tuple:
+        if isinstance(value, (list, tuple)):
+            if not args or args == ((),):
+                return tuple(value)
+            if len(args) == 2 and args[1] is Ellipsis:
+                return tuple(_coerce(v, args[0], where) for v in value)
+            if len(args) != len(value):
+                raise ValueError(f"{where} expects {len(args)} values {_name(tp)}, got {value!r}")
+            return tuple(_coerce(v, a, where) for v, a in zip(value, args))
+    elif isinstance(tp, type) and isinstance(value, tp):
+        return value
+    else:
+        return value  # an annotation we do not check (dict, callables, ...)
+    raise ValueError(f"{where} expects {_name(tp)}, got {value!r} ({type(value).__name__})"
+                     + (" -- write True or False" if tp is bool else ""))
+
+
+def _name(tp) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")

@@ -1,0 +1,125 @@
+"""In-memory shape-world pools and the deterministic batch sampler of the training loop.
+
+Three sources, as in the paper's RecA runs:
+  * unlabelled images (RecA): half `ShapeWorld(kind="random")` scenes, half GenEval-style prompted scenes;
+    RecA never reads their text (the paper's captions are ignored too, Sec. 3);
+  * I2T pairs (practice 4): the same large pool with its canonical descriptions (LLaVA data in the paper);
+  * T2I pairs: a separate SMALL captioned pool (`n_t2i_pairs`), so the base model keeps T2I headroom.
+Pools are uint8 tensors built once per (kind, seed, n, size): cached in the process and, for big pools, as
+safetensors under cache_dir()/pools. Pool seeds live far away from the held-out eval seeds (10_000, 20_000).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import torch
+
+from .paths import cache_dir
+from .prompts import load_templates
+from .shapes import ShapeWorld
+
+SEED_BASE = 1_000_000  # pool seeds = SEED_BASE + 10 * data_seed + k; eval uses 10_000 / 20_000
+DISK_MIN = 1000  # pools at least this big are also cached on disk
+_POOLS: dict = {}
+
+
+@dataclass
+class Pool:
+    images: torch.Tensor  # (N, 3, S, S) uint8
+    texts: list  # one string per image: description (image pool) or prompt (t2i pool)
+
+    def __len__(self):
+        return len(self.texts)
+
+
+def _render(worlds, field: str) -> Pool:
+    imgs, texts = [], []
+    for w in worlds:
+        for i in range(len(w)):
+            item = w[i]
+            imgs.append((item["image"] * 255).round().to(torch.uint8))
+            texts.append(item[field])
+    return Pool(torch.stack(imgs), texts)
+
+
+def _cached(kind: str, n: int, seed: int, size: int, make, disk: bool | None) -> Pool:
+    key = (kind, n, seed, size)
+    if key in _POOLS:
+        return _POOLS[key]
+    disk = n >= DISK_MIN if disk is None else disk
+    path = cache_dir() / "pools" / f"{kind}-s{seed}-n{n}-{size}px.safetensors"
+    pool = None
+    if disk and path.exists():
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(path), "pt") as f:
+                pool = Pool(f.get_tensor("images"), json.loads(f.metadata()["texts"]))
+        except Exception:  # a truncated cache file is rebuilt, never trusted
+            pool = None
+    if pool is None:
+        pool = make()
+        if disk:
+            from safetensors.torch import save_file
+
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            save_file({"images": pool.images.contiguous()}, str(tmp),
+                      metadata={"texts": json.dumps(pool.texts)})
+            tmp.replace(path)
+    _POOLS[key] = pool
+    return pool
+
+
+def image_pool(n: int, data_seed: int = 0, size: int = 32, disk: bool | None = None) -> Pool:
+    """n unlabelled images (half random scenes, half prompted) with their I2T descriptions."""
+    seed = SEED_BASE + 10 * data_seed
+    make = lambda: _render([ShapeWorld(n - n // 2, seed + 1, size, kind="random"),  # noqa: E731
+                            ShapeWorld(n // 2, seed + 2, size, kind="prompted")] if n > 1 else
+                           [ShapeWorld(n, seed + 1, size, kind="random")], "description")
+    return _cached("images", n, seed, size, make, disk)
+
+
+def t2i_pool(n: int, data_seed: int = 0, size: int = 32, disk: bool | None = None) -> Pool:
+    """n captioned (GenEval-style prompt, image) pairs."""
+    seed = SEED_BASE + 10 * data_seed + 3
+    make = lambda: _render([ShapeWorld(n, seed, size, kind="prompted")], "prompt")  # noqa: E731
+    return _cached("t2i", n, seed, size, make, disk)
+
+
+class Batches:
+    """Draws every training batch from one torch.Generator, so a run is a pure function of its seed and
+    `state()` / `set_state()` make resumed runs bit-identical. Pools are built on first use only."""
+
+    def __init__(self, size: int, n_images: int, n_t2i_pairs: int, data_seed: int = 0, seed: int = 0,
+                 prompts: str = "diverse", device="cpu"):
+        self.size, self.n_images, self.n_t2i, self.data_seed = size, n_images, n_t2i_pairs, data_seed
+        self.templates = load_templates(prompts)
+        self.device = torch.device(device)
+        self.gen = torch.Generator().manual_seed(seed)
+
+    def _draw(self, pool: Pool, B: int):
+        idx = torch.randint(len(pool), (B,), generator=self.gen)
+        images = pool.images[idx].to(self.device, non_blocking=True).float() / 255  # (B, 3, S, S)
+        return images, [pool.texts[i] for i in idx.tolist()]
+
+    def reca(self, B: int):
+        """(target images, templates): the text is a random template, never the image's caption."""
+        images, _ = self._draw(image_pool(self.n_images, self.data_seed, self.size), B)
+        t = torch.randint(len(self.templates), (B,), generator=self.gen).tolist()
+        return images, [self.templates[i] for i in t]
+
+    def i2t(self, B: int):
+        """(images, descriptions) from the large pool."""
+        return self._draw(image_pool(self.n_images, self.data_seed, self.size), B)
+
+    def t2i(self, B: int):
+        """(images, prompts) from the small captioned pool."""
+        return self._draw(t2i_pool(self.n_t2i, self.data_seed, self.size), B)
+
+    def state(self) -> torch.Tensor:
+        return self.gen.get_state()
+
+    def set_state(self, state: torch.Tensor):
+        self.gen.set_state(state)
