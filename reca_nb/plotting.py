@@ -1,0 +1,140 @@
+"""Plotting helpers for the notebooks: matplotlib only, every function returns a Figure with a fixed size.
+
+  image_grid(images, nrow=8, titles=None)  samples / reconstructions side by side
+  plot_geneval(results)                    GenEval-mini bars: one group per category, one bar per run
+  plot_history(history, keys=None)         training curves from the history list train() returns
+  plot_collapse(histories)                 the copy-collapse picture (RecA paper §3.2, practice 1): RecA loss
+                                           per run on a log axis, and the collapse ratio beside it
+
+Figures are plain `matplotlib.figure.Figure` objects, not registered with pyplot: no global state, no
+backend switch, nothing to close, headless-safe (Agg). In Jupyter, leave the figure as the cell's last
+expression (or `display(fig)`) to show it once; elsewhere `fig.savefig(path)`.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from .images import as_image_batch
+from .shapes import CATEGORIES, CATEGORY_TITLES
+
+CELL = 1.1  # inches per image in a grid
+
+
+def image_grid(images, nrow: int = 8, titles=None, title: str | None = None):
+    """Images (anything `as_image_batch` reads) in a grid with `nrow` images per row; one axis per image."""
+    x = as_image_batch(images)  # (B, 3, H, W)
+    B = len(x)
+    if nrow < 1:
+        raise ValueError(f"nrow must be >= 1, got {nrow}")
+    if titles is not None and len(titles) != B:
+        raise ValueError(f"got {len(titles)} titles for {B} images")
+    ncol, nrows = min(nrow, B), math.ceil(B / nrow)
+    pad = 0.35 if titles is not None else 0.05
+    fig = Figure(figsize=(CELL * ncol, (CELL + pad) * nrows + (0.4 if title else 0)), layout="constrained")
+    axes = fig.subplots(nrows, ncol, squeeze=False)
+    for k, ax in enumerate(axes.flat):
+        if k >= B:
+            fig.delaxes(ax)
+            continue
+        ax.imshow(x[k].permute(1, 2, 0).cpu().numpy(), interpolation="nearest")
+        ax.set_xticks([]), ax.set_yticks([])
+        if titles is not None:
+            ax.set_title(str(titles[k]), fontsize=6, wrap=True)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def plot_geneval(results: dict, title: str = "GenEval-mini"):
+    """Grouped bars: x = the six categories + Overall, one coloured bar per run. `results`: name -> score dict
+    (a `score_t2i` dict or an eval row {"t2i": ...})."""
+    if not results:
+        raise ValueError("plot_geneval needs at least one run")
+    cols = list(CATEGORIES) + ["overall"]
+    fig = Figure(figsize=(9, 3.6), layout="constrained")
+    ax = fig.subplots()
+    width = 0.8 / len(results)
+    xs = np.arange(len(cols))
+    for i, (name, r) in enumerate(results.items()):
+        r = r.get("t2i", r)
+        vals = [r.get(c, np.nan) for c in cols]
+        ax.bar(xs + (i - (len(results) - 1) / 2) * width, vals, width, label=name)
+    ax.set_xticks(xs, [CATEGORY_TITLES[c] for c in CATEGORIES] + ["Overall"])
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("accuracy")
+    ax.set_title(title)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8, ncol=min(len(results), 4))
+    return fig
+
+
+def _series(history, key):
+    """(steps, values) of the training rows of `history` that have a finite `key`."""
+    pts = [(r["step"], r[key]) for r in history
+           if "eval" not in r and isinstance(r.get(key), (int, float)) and math.isfinite(r[key])]
+    return [p[0] for p in pts], [p[1] for p in pts]
+
+
+def _eval_series(history, key):
+    """(steps, values) from eval rows; `key` like "t2i.overall" or "i2t.exact"."""
+    part, name = key.split(".", 1)
+    pts = [(r["step"], r["eval"][part][name]) for r in history
+           if "eval" in r and name in r["eval"].get(part, {})]
+    return [p[0] for p in pts], [p[1] for p in pts]
+
+
+def plot_history(history: list, keys=None, logy: bool = False, title: str | None = None):
+    """One panel per key, x = step. Default keys: the loss terms present. Eval metrics are plotted only when
+    asked for by name: "eval.t2i.overall", "eval.i2t.exact", ..."""
+    if not history:
+        raise ValueError("empty history")
+    if keys is None:
+        present = {k for r in history if "eval" not in r for k in r}
+        keys = [k for k in ("loss", "loss_reca", "loss_i2t", "loss_t2i") if k in present]
+        if not keys:
+            raise ValueError(f"no loss keys in history; available: {sorted(present)}")
+    keys = [keys] if isinstance(keys, str) else list(keys)
+    fig = Figure(figsize=(3.6 * len(keys), 3.0), layout="constrained")
+    axes = fig.subplots(1, len(keys), squeeze=False)
+    for ax, key in zip(axes[0], keys):
+        steps, vals = _eval_series(history, key[5:]) if key.startswith("eval.") else _series(history, key)
+        if not steps:
+            raise ValueError(f"key {key!r} not found in history")
+        ax.plot(steps, vals, marker="o" if key.startswith("eval.") else None, ms=3)
+        ax.set_title(key)
+        ax.set_xlabel("step")
+        if logy:
+            ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def plot_collapse(histories: dict, title: str = "Copy collapse vs information bottleneck"):
+    """Left: RecA loss per run (log y). Right: collapse_ratio per run (RecA loss / bottleneck reference;
+    near 0 means the generator copies its input instead of using semantics). `histories`: name -> history."""
+    if not histories:
+        raise ValueError("plot_collapse needs at least one run")
+    fig = Figure(figsize=(9, 3.4), layout="constrained")
+    ax_l, ax_r = fig.subplots(1, 2)
+    for name, hist in histories.items():
+        steps, vals = _series(hist, "loss_reca")
+        if not steps:
+            raise ValueError(f"run {name!r} has no 'loss_reca' entries")
+        ax_l.plot(steps, vals, label=name)
+        steps, vals = _series(hist, "collapse_ratio")
+        ax_r.plot(steps, vals, label=name)  # an empty line when the run was not monitored, to keep colours
+    ax_l.set_yscale("log")
+    ax_l.set_title("RecA loss")
+    ax_r.set_title("collapse ratio")
+    ax_r.axhline(1.0, color="grey", lw=0.8, ls="--")
+    for ax in (ax_l, ax_r):
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    ax_l.legend(fontsize=8)
+    fig.suptitle(title)
+    return fig

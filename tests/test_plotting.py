@@ -1,0 +1,82 @@
+import matplotlib
+
+matplotlib.use("Agg")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from reca_nb import plotting  # noqa: E402
+from reca_nb.shapes import CATEGORIES  # noqa: E402
+
+
+def _history(n=10, reca=True, ratio=True):
+    rows = []
+    for s in range(n):
+        r = {"step": s * 10, "lr": 1e-3, "loss": 2.0 / (s + 1), "loss_t2i": 1.0 / (s + 1),
+             "samples_per_s": 50.0}
+        if reca:
+            r["loss_reca"] = 1.0 / (s + 1)
+        if ratio:
+            r["collapse_ratio"] = 1.0 - s / n
+        rows.append(r)
+        if s % 5 == 4:
+            rows.append({"step": s * 10, "eval": {"t2i": {"overall": 0.1 * s}, "i2t": {"exact": 0.5}}})
+    return rows
+
+
+def _lines(ax):
+    return len(ax.get_lines())
+
+
+def test_image_grid_one_axis_per_image():
+    fig = plotting.image_grid(torch.rand(10, 3, 16, 16), nrow=4, titles=[f"t{i}" for i in range(10)])
+    assert isinstance(fig, Figure)
+    assert len(fig.axes) == 10
+    assert fig.axes[3].get_title() == "t3"
+    w, h = fig.get_size_inches()
+    assert w == pytest.approx(4 * plotting.CELL)
+    assert len(plotting.image_grid(torch.rand(3, 3, 8, 8)).axes) == 3  # fewer images than nrow
+    with pytest.raises(ValueError, match="titles"):
+        plotting.image_grid(torch.rand(2, 3, 8, 8), titles=["only one"])
+
+
+def test_plot_geneval_grouped_bars():
+    res = {"base": {"overall": 0.5, **{c: 0.5 for c in CATEGORIES}},
+           "reca": {"t2i": {"overall": 0.7, **{c: 0.7 for c in CATEGORIES}}}}
+    fig = plotting.plot_geneval(res)
+    assert isinstance(fig, Figure) and len(fig.axes) == 1
+    ax = fig.axes[0]
+    assert len(ax.patches) == 2 * (len(CATEGORIES) + 1)  # one bar per run per column
+    assert len(ax.get_xticklabels()) == len(CATEGORIES) + 1
+    assert ax.patches[-1].get_height() == pytest.approx(0.7)
+
+
+def test_plot_history_default_keys_ignore_eval_rows():
+    h = _history()
+    fig = plotting.plot_history(h)
+    assert isinstance(fig, Figure)
+    assert [ax.get_title() for ax in fig.axes] == ["loss", "loss_reca", "loss_t2i"]
+    xs, ys = fig.axes[0].get_lines()[0].get_data()
+    assert list(xs) == [r["step"] for r in h if "eval" not in r]  # eval rows skipped
+    fig = plotting.plot_history(h, keys=["loss", "eval.t2i.overall"], logy=True)
+    assert len(fig.axes) == 2 and fig.axes[0].get_yscale() == "log"
+    assert len(fig.axes[1].get_lines()[0].get_xdata()) == 2  # the two eval rows
+    with pytest.raises(ValueError, match="not found"):
+        plotting.plot_history(h, keys=["nope"])
+
+
+def test_plot_collapse_two_panels_one_line_per_run():
+    fig = plotting.plot_collapse({"32px": _history(), "16px": _history(), "no-ratio": _history(ratio=False)})
+    assert isinstance(fig, Figure) and len(fig.axes) == 2
+    left, right = fig.axes
+    assert _lines(left) == 3 and left.get_yscale() == "log"
+    assert _lines(right) == 3 + 1  # + the reference line at 1
+    with pytest.raises(ValueError, match="loss_reca"):
+        plotting.plot_collapse({"x": _history(reca=False)})
+
+
+def test_figures_render_headless(tmp_path):
+    fig = plotting.plot_collapse({"a": _history()})
+    fig.savefig(tmp_path / "c.png")
+    assert (tmp_path / "c.png").stat().st_size > 1000
