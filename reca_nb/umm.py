@@ -132,8 +132,8 @@ class UMM(nn.Module):
             raise ValueError(f"{path} holds a {meta.get('arch')!r} model, not one of {accepted}")
         cfg = json.loads(meta["config"])
         names = {f.name for f in fields(cls.config_cls)}
-        cfg = cls.config_cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in cfg.items() if k in names},
-                             **overrides)
+        saved = {k: (tuple(v) if isinstance(v, list) else v) for k, v in cfg.items() if k in names}
+        cfg = cls.config_cls(**{**saved, **overrides})
         model = cls(cfg)
         model.load_state_dict(load_file(str(path)))
         return model
