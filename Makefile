@@ -20,9 +20,8 @@ STAMP := $(VENV)/.reca_nb-installed
 ARCHS ?= showo-vq showo-clip janus harmon bagel openuni
 # seconds per notebook cell (nbmake, nbconvert)
 NB_TIMEOUT ?= 900
-# extra pytest arguments (PYTEST_ARGS="-x -k prompts"); extra --key=value for `make reproduce` / `make bench`
+# extra pytest arguments (PYTEST_ARGS="-x -k prompts")
 PYTEST_ARGS ?=
-ARGS ?=
 NOTEBOOKS = $(sort $(wildcard notebooks/[0-9]*.ipynb))
 TOUR_DIR ?= $(or $(RECA_NB_HOME),$(HOME)/.cache/reca_nb)/tour
 ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root,)
@@ -30,7 +29,7 @@ ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root,)
 # nothing in this project may download weights or data sets from a hub
 export HF_HUB_OFFLINE := 1
 
-.PHONY: help venv lab tour test test-fast notebooks check-notebooks data bench reproduce clean-venv
+.PHONY: help venv lab tour test test-fast notebooks check-notebooks data clean-venv
 
 help:
 	@echo "make lab              JupyterLab on notebooks/ at http://127.0.0.1:8888 (creates .venv first)"
@@ -40,8 +39,6 @@ help:
 	@echo "make notebooks        regenerate notebooks/*.ipynb from their py:percent sources, no outputs"
 	@echo "make check-notebooks  fail if any .ipynb is out of sync with its .py or has outputs"
 	@echo "make data             regenerate the shipped artefacts in data/ (tokenizers, CLIP, scorer, bases)"
-	@echo "make bench            python benchmarks/run.py"
-	@echo "make reproduce        python -m reca_nb.reproduce \$$ARGS"
 	@echo "make venv             create .venv: $(TORCH) first, then pip install -e '.[dev]'"
 
 # --- environment ----------------------------------------------------------------------------------------
@@ -91,12 +88,7 @@ check-notebooks: $(STAMP)
 # --- shipped artefacts and experiments ------------------------------------------------------------------
 data: $(STAMP)
 	$(PY) -m reca_nb.fit_tokenizers
-	$(PY) -m reca_nb.fit_clip
+	$(PY) -m reca_nb.fit_clip --baseline --threads=1
 	$(PY) -m reca_nb.fit_scorer
 	set -e; for arch in $(ARCHS); do $(PY) -m reca_nb.pretrain --arch=$$arch; done
 
-bench: $(STAMP)
-	$(PY) benchmarks/run.py $(ARGS)
-
-reproduce: $(STAMP)
-	$(PY) -m reca_nb.reproduce $(ARGS)

@@ -1,4 +1,4 @@
-"""Test-session environment: offline, headless, a throw-away cache, few threads.
+"""Test-session environment for every pytest run in this repo: unit tests and `pytest --nbmake notebooks/X`.
 
 Set in `pytest_configure`, i.e. before collection and before nbmake starts any kernel, so the notebooks run
 under `make test` inherit the same environment as the unit tests:

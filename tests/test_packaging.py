@@ -23,8 +23,7 @@ except ModuleNotFoundError:  # Python 3.10
 sys.path.insert(0, str(REPO_ROOT / "tools"))
 import sync_notebooks  # noqa: E402
 
-MAKE_TARGETS = ("venv", "lab", "tour", "test", "test-fast", "notebooks", "check-notebooks", "data", "bench",
-                "reproduce")
+MAKE_TARGETS = ("venv", "lab", "tour", "test", "test-fast", "notebooks", "check-notebooks", "data")
 
 
 def _pyproject():
@@ -124,8 +123,7 @@ def test_make_lab_binds_localhost_without_browser():
 def test_make_targets_call_modules_that_exist():
     text = (REPO_ROOT / "Makefile").read_text()
     modules = set(re.findall(r"-m (reca_nb\.\w+)", text))
-    assert {"reca_nb.fit_tokenizers", "reca_nb.fit_clip", "reca_nb.fit_scorer", "reca_nb.pretrain",
-            "reca_nb.reproduce"} <= modules
+    assert {"reca_nb.fit_tokenizers", "reca_nb.fit_clip", "reca_nb.fit_scorer", "reca_nb.pretrain"} <= modules
     missing = [m for m in sorted(modules) if not (REPO_ROOT / (m.replace(".", "/") + ".py")).exists()]
     missing += [s for s in re.findall(r"\$\(PY\) ((?:tools|benchmarks)/\S+\.py)", text)
                 if not (REPO_ROOT / s).exists()]
