@@ -29,7 +29,7 @@ ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root,)
 # nothing in this project may download weights or data sets from a hub
 export HF_HUB_OFFLINE := 1
 
-.PHONY: help venv lab tour test test-fast notebooks check-notebooks data clean-venv
+.PHONY: help venv lab tour test test-fast notebooks check-notebooks data bench clean-venv
 
 help:
 	@echo "make lab              JupyterLab on notebooks/ at http://127.0.0.1:8888 (creates .venv first)"
@@ -39,6 +39,7 @@ help:
 	@echo "make notebooks        regenerate notebooks/*.ipynb from their py:percent sources, no outputs"
 	@echo "make check-notebooks  fail if any .ipynb is out of sync with its .py or has outputs"
 	@echo "make data             regenerate the shipped artefacts in data/ (tokenizers, CLIP, scorer, bases)"
+	@echo "make bench            loop overhead: reca_nb train() vs a bare PyTorch loop (prints the ratio)"
 	@echo "make venv             create .venv: $(TORCH) first, then pip install -e '.[dev]'"
 
 # --- environment ----------------------------------------------------------------------------------------
@@ -92,3 +93,5 @@ data: $(STAMP)
 	$(PY) -m reca_nb.fit_scorer
 	set -e; for arch in $(ARCHS); do $(PY) -m reca_nb.pretrain --arch=$$arch; done
 
+bench: $(STAMP)
+	$(PY) benchmarks/loop_overhead.py
