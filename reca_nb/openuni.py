@@ -1,0 +1,309 @@
+"""OpenUni / MetaQuery in miniature: a frozen VLM + learnable meta-queries + connector + a diffusers DiT.
+
+OpenUni (Wu et al. 2025, the "decoupled" UMM of RecA Sec. 4 / Table 1) bridges a frozen understanding VLM
+(InternVL3) and a diffusion transformer (SANA) with learnable *meta-queries* (MetaQuery, Pan et al. 2025):
+
+    VLM input   [<t2i>] ([<sou>] image embeds [<eou>]) prompt [<soi>] q_1 ... q_Q     (causal LLM)
+    last hidden states at the Q query positions -> connector (Linear + transformer encoder)
+                -> encoder_hidden_states of a SanaTransformer2DModel over autoencoder latents
+    loss        flow matching: x_t = (1 - s) x0 + s eps, target v = eps - x0, timestep = 1000 s, s ~ U(0, 1)
+
+T2I feeds the prompt only; RecA (paper Sec. 3, official `image2image_loss`) feeds the understanding embedding of
+the image (projected CLIP tokens, as InternVL's pixel-shuffled ViT features) followed by a prompt template.
+Understanding is decoupled: the VLM (CLIP -> projector -> tiny Qwen2 LLM) captions images (I2T) and is frozen
+during RecA (practice 3, lambda_i2t = 0). Gradients of the generation loss pass *through* the VLM to reach the
+queries, but never update VLM weights (`vlm_gen_grad=False`, as OpenUni's `freeze_lmm=True`), so a joint
+pretraining stage (I2T trains the VLM, T2I trains queries + connector + DiT) keeps the two halves decoupled.
+
+Parts that are frozen and shared with the other miniatures are loaded, not owned: the CLIP vision tower
+(`reca_nb.clip.load_clip`) and the latent autoencoder (`reca_nb.autoencoder.load_ae`). They are never
+nn.Parameters of this module, so they are not in its state_dict or checkpoint.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import text
+from .umm import UMM
+
+
+@dataclass
+class OpenUniMiniConfig:
+    image_size: int = 32  # generation resolution (OpenUni: 512)
+    und_size: int = 28  # native understanding resolution (OpenUni: InternViT at 448 = 448/512 of the output)
+    vocab_size: int = 0  # 0 -> len(text.tokenizer()) when built; stored so checkpoints stay consistent
+    clip_width: int = 0  # 0 -> load_clip().width when built
+    latent_channels: int = 4  # of the shared autoencoder (load_ae)
+    ae_factor: int = 4  # its spatial down-sampling: 32 px -> 8x8 latents
+    # understanding VLM: CLIP tokens -> MLP projector -> tiny Qwen2 LLM with a captioning head
+    d_llm: int = 128
+    llm_layers: int = 4
+    llm_heads: int = 4
+    llm_kv_heads: int = 2
+    llm_ffn: int = 256
+    max_positions: int = 256
+    # generation: meta-queries -> connector -> Sana DiT
+    num_queries: int = 16  # OpenUni: 256 queries for a 16x16 latent; here 16 for 8x8
+    connector_layers: int = 2  # OpenUni: 6-layer ConnectorEncoder
+    connector_heads: int = 4
+    dit_layers: int = 4
+    dit_heads: int = 4
+    dit_head_dim: int = 32
+    dit_mlp_ratio: float = 2.5
+    vlm_gen_grad: bool = False  # let the generation loss update VLM weights (OpenUni: no, freeze_lmm=True)
+    # flow matching
+    cfg_drop: float = 0.1  # probability of training a sample unconditionally (for classifier-free guidance)
+    sample_steps: int = 16  # Euler steps of FlowMatchEulerDiscreteScheduler
+    guidance: float = 3.0  # classifier-free guidance scale at sampling (1 = off)
+    max_caption_len: int = 24
+
+
+class OpenUniMini(UMM):
+    arch = "openuni"
+    config_cls = OpenUniMiniConfig
+
+    def __init__(self, config: OpenUniMiniConfig | None = None, clip=None, ae=None):
+        super().__init__()
+        from diffusers import FlowMatchEulerDiscreteScheduler, SanaTransformer2DModel
+        from transformers import Qwen2Config, Qwen2ForCausalLM
+
+        cfg = copy.deepcopy(config) if config is not None else OpenUniMiniConfig()
+        self.tok = text.tokenizer()
+        self._frozen = {"clip": clip, "ae": ae}  # a dict, so nn.Module does not register them as submodules
+        if cfg.vocab_size == 0:
+            cfg.vocab_size = len(self.tok)
+        if cfg.clip_width == 0:
+            cfg.clip_width = self._load("clip").width
+        if cfg.image_size % cfg.ae_factor:
+            raise ValueError(f"image_size {cfg.image_size} is not a multiple of the AE factor {cfg.ae_factor}")
+        self.config = cfg
+        d = cfg.d_llm
+
+        # --- understanding: projector (LLaVA-style 2-layer MLP) + LLM with a captioning head
+        self.projector = nn.Sequential(nn.Linear(cfg.clip_width, d), nn.GELU(), nn.Linear(d, d))
+        self.llm = Qwen2ForCausalLM(Qwen2Config(
+            vocab_size=cfg.vocab_size, hidden_size=d, intermediate_size=cfg.llm_ffn,
+            num_hidden_layers=cfg.llm_layers, num_attention_heads=cfg.llm_heads,
+            num_key_value_heads=cfg.llm_kv_heads, max_position_embeddings=cfg.max_positions,
+            tie_word_embeddings=True, pad_token_id=self.tok.pad_id, bos_token_id=self.tok.bos_id,
+            eos_token_id=self.tok.eos_id))
+        self.llm.config.use_cache = False
+
+        # --- generation: meta-queries, connector (OpenUni's llm2dit: projector + encoder), Sana DiT
+        self.queries = nn.Parameter(torch.randn(cfg.num_queries, d) * 0.02)  # (Q, d)
+        layer = nn.TransformerEncoderLayer(d, cfg.connector_heads, 2 * d, dropout=0.0, activation="gelu",
+                                           batch_first=True, norm_first=True)
+        self.connector = nn.Sequential(
+            nn.Linear(d, d),
+            nn.TransformerEncoder(layer, cfg.connector_layers, norm=nn.LayerNorm(d), enable_nested_tensor=False))
+        inner = cfg.dit_heads * cfg.dit_head_dim
+        self.dit = SanaTransformer2DModel(
+            in_channels=cfg.latent_channels, out_channels=cfg.latent_channels,
+            num_attention_heads=cfg.dit_heads, attention_head_dim=cfg.dit_head_dim, num_layers=cfg.dit_layers,
+            num_cross_attention_heads=cfg.dit_heads, cross_attention_head_dim=cfg.dit_head_dim,
+            cross_attention_dim=inner, caption_channels=d, mlp_ratio=cfg.dit_mlp_ratio,
+            sample_size=cfg.image_size // cfg.ae_factor, patch_size=1,
+            interpolation_scale=1)  # 1 -> fixed 2-D sin-cos positions (slots matter in shape world)
+        self.scheduler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=1.0)
+
+    # ------------------------------------------------------------------ frozen, shared parts (not owned)
+    def _load(self, name: str):
+        """The frozen CLIP / autoencoder: as attached, else from the shared cached loader."""
+        if self._frozen[name] is None:
+            if name == "clip":
+                from .clip import load_clip
+
+                self._frozen["clip"] = load_clip()
+            else:
+                from .autoencoder import load_ae
+
+                ae = load_ae()
+                want = (self.config.latent_channels, self.config.ae_factor)
+                if (ae.latent_channels, ae.factor) != want:
+                    raise ValueError(f"load_ae() gives {ae.latent_channels} channels at factor {ae.factor}; "
+                                     f"this model was built for {want[0]} at {want[1]}")
+                self._frozen["ae"] = ae
+        return self._frozen[name]
+
+    @property
+    def clip(self):
+        return self._on_device("clip")
+
+    @property
+    def ae(self):
+        return self._on_device("ae")
+
+    def _on_device(self, name: str):
+        """Move a shared frozen part to this model's device the first time it is used there."""
+        obj, dev = self._load(name), self.device
+        if self._frozen.get(name + "_device") != dev:
+            if hasattr(obj, "to"):
+                obj.to(dev)
+            self._frozen[name + "_device"] = dev
+        return obj
+
+    def attach(self, clip=None, ae=None) -> "OpenUniMini":
+        """Use these frozen CLIP / autoencoder objects instead of the shared loaders (tests, ablations)."""
+        for name, obj in (("clip", clip), ("ae", ae)):
+            if obj is not None:
+                self._frozen.update({name: obj, name + "_device": None})
+        return self
+
+    @property
+    def device(self) -> torch.device:
+        return self.queries.device
+
+    # ------------------------------------------------------------------ understanding (VLM)
+    def understanding_embedding(self, images: torch.Tensor) -> torch.Tensor:
+        """Projected CLIP patch tokens, the image embeds that enter the LLM: (B, 3, h, w) -> (B, N, d_llm)."""
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"expected images (B, 3, h, w), got {tuple(images.shape)}")
+        with torch.no_grad():
+            feats = self.clip.image_tokens(images.to(self.device))  # (B, N, D) frozen semantic features
+        return self.projector(feats.to(self.device, torch.float32))  # (B, N, d)
+
+    def _embed(self, ids: torch.Tensor, detach: bool = False) -> torch.Tensor:
+        w = self.llm.get_input_embeddings().weight
+        if ids.numel() and int(ids.max()) >= w.shape[0]:
+            raise ValueError(f"token id {int(ids.max())} is outside this model's vocabulary of {w.shape[0]}: "
+                             "the shared tokenizer grew after the model was built; rebuild or retrain it")
+        return F.embedding(ids.to(self.device), w.detach() if detach else w)
+
+    def _special(self, name: str, B: int, detach: bool = False) -> torch.Tensor:
+        ids = torch.full((B, 1), self.tok.stoi[name], dtype=torch.long)
+        return self._embed(ids, detach)  # (B, 1, d)
+
+    def _caption_prefix(self, images: torch.Tensor) -> torch.Tensor:
+        """[<i2t>] [<sou>] image embeds [<eou>] [<bos>]: the VLM's captioning prompt, (B, N + 4, d)."""
+        img = self.understanding_embedding(images)
+        B = img.shape[0]
+        return torch.cat([self._special("<i2t>", B), self._special("<sou>", B), img, self._special("<eou>", B),
+                          self._special("<bos>", B)], dim=1)
+
+    def i2t_loss(self, images: torch.Tensor, captions: list) -> torch.Tensor:
+        """Next-token CE of the caption (and <eos>) after the image prefix."""
+        if len(captions) != len(images):
+            raise ValueError(f"{len(images)} images but {len(captions)} captions")
+        prefix = self._caption_prefix(images)  # (B, P, d)
+        ids = self.tok.batch(captions, eos=True).to(self.device)  # (B, T) right-padded
+        x = torch.cat([prefix, self._embed(ids)], dim=1)  # (B, P + T, d)
+        mask = torch.cat([torch.ones(prefix.shape[:2], dtype=torch.long, device=self.device),
+                          (ids != self.tok.pad_id).long()], dim=1)
+        h = self.llm.model(inputs_embeds=x, attention_mask=mask).last_hidden_state
+        P = prefix.shape[1]
+        logits = self.llm.lm_head(h[:, P - 1:-1])  # (B, T, V): position P-1 (<bos>) predicts ids[:, 0]
+        labels = ids.masked_fill(ids == self.tok.pad_id, -100)
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100)
+
+    @torch.no_grad()
+    def caption(self, images: torch.Tensor, max_len: int | None = None) -> list:
+        """Greedy captions with the VLM's own LM head (transformers `generate` from input embeddings)."""
+        from transformers import GenerationConfig
+
+        prefix = self._caption_prefix(images)
+        gen = GenerationConfig(max_new_tokens=max_len or self.config.max_caption_len, do_sample=False,
+                               eos_token_id=self.tok.eos_id, pad_token_id=self.tok.pad_id,
+                               bos_token_id=self.tok.bos_id, use_cache=True)
+        mask = torch.ones(prefix.shape[:2], dtype=torch.long, device=self.device)
+        out = self.llm.generate(inputs_embeds=prefix, attention_mask=mask, generation_config=gen)
+        return [self.tok.decode(row) for row in out.tolist()]
+
+    # ------------------------------------------------------------------ generation condition (meta-queries)
+    def condition(self, prompts: list, cond: torch.Tensor | None = None,
+                  drop: torch.Tensor | None = None) -> torch.Tensor:
+        """VLM over [<t2i>] ([<sou>] cond [<eou>]) prompt [<soi>] queries -> connector -> (B, Q, d).
+
+        `drop` (B,) bool marks samples made unconditional (empty prompt, cond masked out): the CFG branch.
+        Prompts are left-padded so the queries sit at the end of every row; padding (and dropped cond) is
+        removed by the attention mask and skipped by the position ids, so a row equals its unpadded sequence.
+        """
+        B = len(prompts)
+        if cond is not None and cond.shape[0] != B:
+            raise ValueError(f"{B} prompts but cond has batch {cond.shape[0]}")
+        drop = torch.zeros(B, dtype=torch.bool) if drop is None else drop.bool().cpu()
+        frozen = not self.config.vlm_gen_grad  # VLM weights act as constants for the generation loss
+        seqs = [[] if dk else self.tok.encode(p) for p, dk in zip(prompts, drop.tolist())]
+        L = max(1, max(len(s) for s in seqs))
+        ids = torch.tensor([[self.tok.pad_id] * (L - len(s)) + s for s in seqs], dtype=torch.long)  # (B, L)
+        keep = (~drop).long().to(self.device)[:, None]
+        parts = [self._special("<t2i>", B, frozen)]
+        masks = [torch.ones(B, 1, dtype=torch.long, device=self.device)]
+        if cond is not None:
+            c = cond.to(self.device)
+            parts += [self._special("<sou>", B, frozen), c.detach() if frozen else c,
+                      self._special("<eou>", B, frozen)]
+            masks.append(keep.expand(B, c.shape[1] + 2))
+        parts += [self._embed(ids, frozen), self._special("<soi>", B, frozen),
+                  self.queries[None].expand(B, -1, -1)]
+        masks += [(ids != self.tok.pad_id).long().to(self.device),
+                  torch.ones(B, 1 + self.config.num_queries, dtype=torch.long, device=self.device)]
+        x, mask = torch.cat(parts, dim=1), torch.cat(masks, dim=1)  # (B, T, d), (B, T)
+        pos = (mask.cumsum(1) - 1).clamp(min=0)
+        kwargs = dict(inputs_embeds=x, attention_mask=mask, position_ids=pos)
+        if frozen:  # gradients flow through the VLM's activations to the queries, never into its weights
+            consts = {n: p.detach() for n, p in self.llm.model.named_parameters()}
+            h = torch.func.functional_call(self.llm.model, consts, args=(), kwargs=kwargs).last_hidden_state
+        else:
+            h = self.llm.model(**kwargs).last_hidden_state
+        return self.connector(h[:, -self.config.num_queries:])  # (B, Q, d)
+
+    # ------------------------------------------------------------------ flow matching on AE latents
+    def generation_loss(self, images: torch.Tensor, prompts: list, cond: torch.Tensor | None = None) -> torch.Tensor:
+        """Rectified-flow MSE of the Sana velocity, uniform timesteps (OpenUni `weighting_scheme="none"`)."""
+        B = images.shape[0]
+        if len(prompts) != B:
+            raise ValueError(f"{B} images but {len(prompts)} prompts")
+        if images.shape[-1] != self.config.image_size:
+            raise ValueError(f"target images must be {self.config.image_size}px, got {tuple(images.shape)}")
+        with torch.no_grad():
+            x0 = self.ae.encode(images.to(self.device)).float()  # (B, C, h, w)
+        drop = torch.rand(B) < self.config.cfg_drop if self.training else None
+        ctx = self.condition(prompts, cond, drop)  # (B, Q, d)
+        # timesteps drawn uniformly from the scheduler's training grid; sigma = t / 1000 (shift 1)
+        idx = torch.randint(0, self.scheduler.config.num_train_timesteps, (B,))
+        sigma = self.scheduler.sigmas[idx].to(self.device, x0.dtype)  # (B,)
+        t = self.scheduler.timesteps[idx].to(self.device, x0.dtype)  # (B,) = 1000 sigma
+        noise = torch.randn_like(x0)
+        s = sigma[:, None, None, None]
+        xt = (1 - s) * x0 + s * noise
+        v = self.dit(xt, encoder_hidden_states=ctx, timestep=t).sample  # (B, C, h, w)
+        return F.mse_loss(v, noise - x0)
+
+    @torch.no_grad()
+    def sample(self, prompts: list, cond: torch.Tensor | None = None, generator: torch.Generator | None = None,
+               steps: int | None = None, guidance: float | None = None, return_latents: bool = False,
+               **kwargs) -> torch.Tensor:
+        """Euler sampling of the flow with FlowMatchEulerDiscreteScheduler and classifier-free guidance."""
+        from diffusers import FlowMatchEulerDiscreteScheduler
+
+        cfg, B = self.config, len(prompts)
+        g = cfg.guidance if guidance is None else guidance
+        ctx = self.condition(prompts, cond)  # (B, Q, d)
+        if g != 1.0:  # unconditional branch = empty prompt, no image
+            ctx = torch.cat([ctx, self.condition([""] * B, cond, drop=torch.ones(B, dtype=torch.bool))])
+        sched = FlowMatchEulerDiscreteScheduler.from_config(self.scheduler.config)  # fresh step counter
+        sched.set_timesteps(steps or cfg.sample_steps, device=self.device)
+        h = cfg.image_size // cfg.ae_factor
+        z = torch.randn(B, cfg.latent_channels, h, h, generator=generator).to(self.device)
+        for t in sched.timesteps:
+            zz = torch.cat([z, z]) if g != 1.0 else z
+            v = self.dit(zz, encoder_hidden_states=ctx, timestep=t.expand(zz.shape[0])).sample
+            if g != 1.0:
+                vc, vu = v.chunk(2)
+                v = vu + g * (vc - vu)
+            z = sched.step(v, t, z).prev_sample
+        if return_latents:
+            return z
+        return self.ae.decode(z).float().clamp(0, 1)
+
+    # ------------------------------------------------------------------ freeze policy
+    def parameter_groups(self) -> dict:
+        names = [n for n, _ in self.named_parameters()]
+        und = [n for n in names if n.startswith(("projector.", "llm."))]
+        gen = [n for n in names if n == "queries" or n.startswith(("connector.", "dit."))]
+        return {"understanding": und, "generation": gen, "shared": [], "frozen": []}
