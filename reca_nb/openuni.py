@@ -8,8 +8,8 @@ OpenUni (Wu et al. 2025, the "decoupled" UMM of RecA Sec. 4 / Table 1) bridges a
                 -> encoder_hidden_states of a SanaTransformer2DModel over autoencoder latents
     loss        flow matching: x_t = (1 - s) x0 + s eps, target v = eps - x0, timestep = 1000 s, s ~ U(0, 1)
 
-T2I feeds the prompt only; RecA (paper Sec. 3, official `image2image_loss`) feeds the understanding embedding of
-the image (projected CLIP tokens, as InternVL's pixel-shuffled ViT features) followed by a prompt template.
+T2I feeds the prompt only; RecA (paper Sec. 3, official `image2image_loss`) feeds the understanding embedding
+of the image (projected CLIP tokens, as InternVL's pixel-shuffled ViT features) followed by a prompt template.
 Understanding is decoupled: the VLM (CLIP -> projector -> tiny Qwen2 LLM) captions images (I2T) and is frozen
 during RecA (practice 3, lambda_i2t = 0). Gradients of the generation loss pass *through* the VLM to reach the
 queries, but never update VLM weights (`vlm_gen_grad=False`, as OpenUni's `freeze_lmm=True`), so a joint
@@ -80,7 +80,8 @@ class OpenUniMini(UMM):
         if cfg.clip_width == 0:
             cfg.clip_width = self._load("clip").width
         if cfg.image_size % cfg.ae_factor:
-            raise ValueError(f"image_size {cfg.image_size} is not a multiple of the AE factor {cfg.ae_factor}")
+            raise ValueError(f"image_size {cfg.image_size} is not a multiple of the AE factor "
+                             f"{cfg.ae_factor}")
         self.config = cfg
         d = cfg.d_llm
 
@@ -100,7 +101,8 @@ class OpenUniMini(UMM):
                                            batch_first=True, norm_first=True)
         self.connector = nn.Sequential(
             nn.Linear(d, d),
-            nn.TransformerEncoder(layer, cfg.connector_layers, norm=nn.LayerNorm(d), enable_nested_tensor=False))
+            nn.TransformerEncoder(layer, cfg.connector_layers, norm=nn.LayerNorm(d),
+                                  enable_nested_tensor=False))
         inner = cfg.dit_heads * cfg.dit_head_dim
         self.dit = SanaTransformer2DModel(
             in_channels=cfg.latent_channels, out_channels=cfg.latent_channels,
@@ -182,8 +184,8 @@ class OpenUniMini(UMM):
         """[<i2t>] [<sou>] image embeds [<eou>] [<bos>]: the VLM's captioning prompt, (B, N + 4, d)."""
         img = self.understanding_embedding(images)
         B = img.shape[0]
-        return torch.cat([self._special("<i2t>", B), self._special("<sou>", B), img, self._special("<eou>", B),
-                          self._special("<bos>", B)], dim=1)
+        return torch.cat([self._special("<i2t>", B), self._special("<sou>", B), img,
+                          self._special("<eou>", B), self._special("<bos>", B)], dim=1)
 
     def i2t_loss(self, images: torch.Tensor, captions: list) -> torch.Tensor:
         """Next-token CE of the caption (and <eos>) after the image prefix."""
@@ -253,7 +255,8 @@ class OpenUniMini(UMM):
         return self.connector(h[:, -self.config.num_queries:])  # (B, Q, d)
 
     # ------------------------------------------------------------------ flow matching on AE latents
-    def generation_loss(self, images: torch.Tensor, prompts: list, cond: torch.Tensor | None = None) -> torch.Tensor:
+    def generation_loss(self, images: torch.Tensor, prompts: list,
+                        cond: torch.Tensor | None = None) -> torch.Tensor:
         """Rectified-flow MSE of the Sana velocity, uniform timesteps (OpenUni `weighting_scheme="none"`)."""
         B = images.shape[0]
         if len(prompts) != B:
@@ -275,7 +278,8 @@ class OpenUniMini(UMM):
         return F.mse_loss(v, noise - x0)
 
     @torch.no_grad()
-    def sample(self, prompts: list, cond: torch.Tensor | None = None, generator: torch.Generator | None = None,
+    def sample(self, prompts: list, cond: torch.Tensor | None = None,
+               generator: torch.Generator | None = None,
                steps: int | None = None, guidance: float | None = None, return_latents: bool = False,
                **kwargs) -> torch.Tensor:
         """Euler sampling of the flow with FlowMatchEulerDiscreteScheduler and classifier-free guidance."""
