@@ -323,6 +323,7 @@ class ShowO(UMM):
         if cond is not None and cond.shape[0] != B:
             raise ValueError(f"cond has batch {cond.shape[0]} but there are {B} prompts")
         codes = torch.full((B, N), K, dtype=torch.long, device=self.device)
+        gdev = generator.device if generator is not None else self.device  # draws happen where the RNG is
         for t in range(steps):
             if w > 0:
                 both = torch.cat([codes, codes])
@@ -333,7 +334,7 @@ class ShowO(UMM):
             else:
                 logits = self._image_logits(self._t2i_segments(codes, prompts, cond))  # (B, N, K)
             probs = F.softmax(logits / max(temp, 1e-6), -1)
-            draw = torch.multinomial(probs.view(-1, K), 1, generator=generator).view(B, N)
+            draw = torch.multinomial(probs.view(-1, K).to(gdev), 1, generator=generator).view(B, N).to(self.device)
             unknown = codes == K
             draw = torch.where(unknown, draw, codes)
             conf = torch.gather(probs, -1, draw[..., None]).squeeze(-1).clamp_min(1e-20).log()
@@ -341,7 +342,7 @@ class ShowO(UMM):
             n_mask = math.floor(N * math.cos(0.5 * math.pi * ratio))
             n_left = int(unknown.sum(1).min())
             n_mask = max(1, min(n_left - 1, n_mask)) if t < steps - 1 else 0
-            u = torch.rand(B, N, generator=generator, device=self.device)
+            u = torch.rand(B, N, generator=generator, device=gdev).to(self.device)
             gumbel = -torch.log(-torch.log(u.clamp(1e-20, 1 - 1e-7)))
             conf = conf + c.mask_temperature * (1 - ratio) * gumbel
             conf = torch.where(unknown, conf, torch.full_like(conf, float("inf")))  # fixed tokens stay
