@@ -1,0 +1,261 @@
+"""The collapse explorer: a grid of precomputed RecA runs you can browse with sliders (notebook 02).
+
+Each run starts from the Show-o VQ base (the collapse-prone miniature: the same VQ tokens in and out) and
+changes one knob of the four practices:
+  und_res    understanding input resolution: 32 = the target's own resolution (copy shortcut), 16, 8
+  blur       Gaussian blur sigma on the understanding input (the paper's fallback bottleneck)
+  prompts    "diverse" (>=360 templates) or "single" ("Describe the image.")
+  i2t_ratio  I2T samples per RecA sample (0 = no understanding data mixed in)
+For every run we keep the training curves (RecA loss, I2T loss, token agreement, collapse ratio), GenEval-mini
+T2I and I2T scores after training, reconstructions of 8 held-out images and 8 T2I samples. They live in
+data/explorer/ (a JSON of curves and scores + a safetensors of uint8 images), made by
+
+    python -m reca_nb.explorer                          # every grid point, sequentially (CPU: ~1 h)
+    python -m reca_nb.explorer --jobs=12 --device=cuda  # how the shipped file was made (GPU, minutes)
+
+`show(...)` draws one grid point (the non-interactive path, used under nbmake); `explore()` wraps it in
+ipywidgets sliders.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import replace
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+
+from .paths import DATA_DIR
+
+ARCH = "showo-vq"
+GRID = {"und_res": (32, 16, 8), "blur": (0.0, 1.0), "prompts": ("diverse", "single"), "i2t_ratio": (0.0, 1.0)}
+DEFAULTS = {"steps": 200, "batch": 32, "n_eval": 10, "seed": 0}
+EXPLORER_DIR = DATA_DIR / "explorer"
+N_SHOW = 8  # images kept per run and kind
+
+
+def run_id(und_res: int, blur: float, prompts: str, i2t_ratio: float) -> str:
+    return f"und{und_res}-blur{blur:g}-{prompts}-i2t{i2t_ratio:g}"
+
+
+def grid_points() -> list:
+    return [dict(zip(GRID, v)) for v in itertools.product(*GRID.values())]
+
+
+# ----------------------------------------------------------------------------- precompute
+
+
+def run_point(point: dict, steps: int, batch: int, n_eval: int, seed: int, device: str = "auto",
+              threads: int = 1) -> tuple:
+    """Train one grid point from the base and measure it -> (record dict, {name: uint8 images})."""
+    from . import archs, geneval, prompts, shapes
+    from .recipe import preset
+    from .train import train
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    model = archs.load_base(ARCH)
+    recipe = replace(preset(ARCH, "reca"), und_res=point["und_res"], blur_sigma=point["blur"],
+                     prompts=point["prompts"], i2t_ratio=point["i2t_ratio"],
+                     lambda_i2t=1.0 if point["i2t_ratio"] > 0 else 0.0, steps=steps, batch=batch,
+                     warmup=max(1, steps // 10), seed=seed, log_every=5, save_every=0, device=device)
+    t0 = time.time()
+    history = train(model, recipe, progress=False)
+    model.to("cpu").eval()
+    t2i, t2i_imgs, _ = geneval.evaluate_t2i(model, n_eval, return_images=True, progress=False)
+    i2t = geneval.evaluate_i2t(model, n=6 * n_eval, und_size=point["und_res"], progress=False)
+    held = shapes.ShapeWorld(N_SHOW, seed=4242, kind="random", size=model.image_size).images()
+    recon = model.reconstruct(recipe.und_transform(held, und_size=model.und_size),
+                              [prompts.SINGLE_PROMPT] * N_SHOW, generator=torch.Generator().manual_seed(0))
+    pick = list(range(0, len(t2i_imgs), max(1, len(t2i_imgs) // N_SHOW)))[:N_SHOW]
+    keep = ("step", "loss_reca", "loss_i2t", "collapse_ratio", "token_agreement")
+    record = {"point": point, "id": run_id(**point), "seconds": round(time.time() - t0, 1),
+              "curves": [{k: r[k] for k in keep if k in r} for r in history if "eval" not in r],
+              "t2i": {k: v for k, v in t2i.items() if k != "counts"}, "i2t": i2t}
+    to8 = lambda x: (x.clamp(0, 1) * 255).round().to(torch.uint8).contiguous()  # noqa: E731
+    return record, {"recon": to8(recon), "t2i": to8(t2i_imgs[pick])}
+
+
+def _worker(args):
+    return run_point(*args)
+
+
+def precompute(dest=EXPLORER_DIR, jobs: int = 1, device: str = "auto", threads: int = 1, points=None,
+               **settings) -> Path:
+    """Run every grid point (or `points`) and write dest/{ARCH}.json + dest/{ARCH}.safetensors."""
+    from safetensors.torch import save_file
+    from tqdm.auto import tqdm
+
+    from . import archs, geneval
+
+    cfg = {**DEFAULTS, **settings}
+    points = points or grid_points()
+    base = archs.load_base(ARCH).eval()
+    base_scores = {"t2i": {k: v for k, v in geneval.evaluate_t2i(base, cfg["n_eval"], progress=False).items()
+                           if k != "counts"},
+                   "i2t": geneval.evaluate_i2t(base, n=6 * cfg["n_eval"], progress=False)}
+    from . import data
+    from .recipe import preset
+
+    data.image_pool(preset(ARCH).n_images, 0, base.image_size)  # build the disk cache once, before workers start
+    args = [(p, cfg["steps"], cfg["batch"], cfg["n_eval"], cfg["seed"], device, threads) for p in points]
+    results = []
+    if jobs > 1:
+        with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool:
+            results = list(tqdm(pool.map(_worker, args), total=len(args), desc="explorer runs"))
+    else:
+        results = [run_point(*a) for a in tqdm(args, desc="explorer runs")]
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    meta = {"arch": ARCH, "settings": cfg, "grid": {k: list(v) for k, v in GRID.items()}, "base": base_scores,
+            "device": device, "torch": torch.__version__, "runs": {r["id"]: r for r, _ in results}}
+    tensors = {f"{r['id']}/{k}": v for r, imgs in results for k, v in imgs.items()}
+    tmp = dest / f"{ARCH}.safetensors.tmp"
+    save_file(tensors, str(tmp))
+    tmp.replace(dest / f"{ARCH}.safetensors")
+    (dest / f"{ARCH}.json").write_text(json.dumps(meta, indent=0) + "\n")
+    return dest / f"{ARCH}.json"
+
+
+# ----------------------------------------------------------------------------- browse
+
+
+class Runs:
+    """The precomputed grid: `runs[point]` -> record (curves, scores) and `runs.images(point)`."""
+
+    def __init__(self, dest=EXPLORER_DIR):
+        from safetensors.torch import load_file
+
+        dest = Path(dest)
+        path = dest / f"{ARCH}.json"
+        if not path.exists():
+            raise FileNotFoundError(f"no precomputed explorer runs at {path}; make them with "
+                                    f"`python -m reca_nb.explorer` (see its docstring)")
+        self.meta = json.loads(path.read_text())
+        self.tensors = load_file(str(dest / f"{ARCH}.safetensors"))
+
+    def __len__(self):
+        return len(self.meta["runs"])
+
+    def __getitem__(self, point: dict) -> dict:
+        key = run_id(**{**self.default, **point})
+        if key not in self.meta["runs"]:
+            raise KeyError(f"no run {key}; the grid is {self.meta['grid']}")
+        return self.meta["runs"][key]
+
+    @property
+    def default(self) -> dict:
+        return {"und_res": 16, "blur": 0.0, "prompts": "diverse", "i2t_ratio": 1.0}
+
+    def images(self, point: dict, kind: str) -> torch.Tensor:
+        return self.tensors[f"{self[point]['id']}/{kind}"].float() / 255
+
+    def final(self, point: dict, key: str = "loss_reca", last: int = 5) -> float:
+        vals = [c[key] for c in self[point]["curves"] if key in c]
+        return float(np.mean(vals[-last:]))
+
+    def table(self) -> list:
+        """One row per run: the knobs, final RecA loss, T2I overall, I2T exact."""
+        rows = []
+        for r in self.meta["runs"].values():
+            p = r["point"]
+            rows.append({**p, "loss_reca": round(self.final(p), 4), "t2i": round(r["t2i"]["overall"], 3),
+                         "i2t": round(r["i2t"]["exact"], 3)})
+        return rows
+
+
+def show(und_res: int = 16, blur: float = 0.0, prompts: str = "diverse", i2t_ratio: float = 1.0,
+         runs: Runs | None = None, compare: dict | None = None) -> Figure:
+    """One grid point: RecA loss (vs `compare`, default the copy run und 32), I2T loss, token agreement, and
+    the reconstructions + T2I samples, with the scores in the title."""
+    runs = runs or Runs()
+    point = {"und_res": und_res, "blur": blur, "prompts": prompts, "i2t_ratio": i2t_ratio}
+    rec = runs[point]
+    ref_point = compare or {**point, "und_res": 32, "blur": 0.0}
+    ref = runs[ref_point]
+    fig = Figure(figsize=(11, 5.2), layout="constrained")
+    top, bottom = fig.subfigures(2, 1, height_ratios=[1, 1.05])
+    ax = top.subplots(1, 3)
+    for r, style, name in ((rec, "-", rec["id"]), (ref, ":", f"{ref['id']} (reference)")):
+        cur = r["curves"]
+        ax[0].plot([c["step"] for c in cur], [c["loss_reca"] for c in cur], style, label=name)
+        pts = [(c["step"], c["loss_i2t"]) for c in cur if "loss_i2t" in c]
+        if pts:
+            ax[1].plot(*zip(*pts), style, label=name)
+        pts = [(c["step"], c["token_agreement"]) for c in cur if c.get("token_agreement") is not None]
+        if pts:
+            ax[2].plot(*zip(*pts), style, marker=".", label=name)
+    for a, t in zip(ax, ("RecA loss (log)", "I2T loss", "und/target token agreement")):
+        a.set_title(t, fontsize=9)
+        a.set_xlabel("step")
+        a.grid(alpha=0.3)
+    ax[0].set_yscale("log")
+    ax[2].set_ylim(-0.05, 1.05)
+    ax[0].legend(fontsize=7)
+    base = runs.meta["base"]
+    top.suptitle(f"{rec['id']}: GenEval-mini {rec['t2i']['overall']:.2f} (base {base['t2i']['overall']:.2f}) · "
+                 f"I2T exact {rec['i2t']['exact']:.2f} (base {base['i2t']['exact']:.2f})", fontsize=10)
+    axes = bottom.subplots(2, N_SHOW)
+    for row, kind in zip(axes, ("recon", "t2i")):
+        imgs = runs.images(point, kind)
+        for k, a in enumerate(row):
+            if k < len(imgs):
+                a.imshow(imgs[k].permute(1, 2, 0).numpy(), interpolation="nearest")
+            a.set_xticks([]), a.set_yticks([])
+    axes[0, 0].set_ylabel("RecA recon", fontsize=8)
+    axes[1, 0].set_ylabel("T2I", fontsize=8)
+    return fig
+
+
+def explore(runs: Runs | None = None):
+    """ipywidgets sliders over the grid, redrawing `show(...)` (instant: everything is precomputed)."""
+    import ipywidgets as w
+    from IPython.display import display
+
+    runs = runs or Runs()
+    grid = runs.meta["grid"]
+    out = w.Output()
+    controls = {"und_res": w.SelectionSlider(options=sorted(grid["und_res"]), value=16, description="und res"),
+                "blur": w.SelectionSlider(options=grid["blur"], value=0.0, description="blur σ"),
+                "prompts": w.ToggleButtons(options=grid["prompts"], value="diverse", description="prompts"),
+                "i2t_ratio": w.SelectionSlider(options=grid["i2t_ratio"], value=1.0, description="I2T ratio")}
+
+    def redraw(_=None):
+        with out:
+            out.clear_output(wait=True)
+            display(show(**{k: c.value for k, c in controls.items()}, runs=runs))
+
+    for c in controls.values():
+        c.observe(redraw, names="value")
+    redraw()
+    box = w.VBox([w.HBox(list(controls.values())[:2]), w.HBox(list(controls.values())[2:]), out])
+    display(box)
+    return box
+
+
+def main(argv=None):
+    from .config import parse_overrides
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in ("-h", "--help"):
+        print(__doc__)
+        return None
+    args = parse_overrides(argv)
+    allowed = {"dest", "jobs", "device", "threads", *DEFAULTS}
+    bad = sorted(set(args) - allowed)
+    if bad:
+        raise SystemExit(f"unknown option(s) {', '.join('--' + b for b in bad)}; valid: "
+                         f"{', '.join('--' + a for a in sorted(allowed))}")
+    path = precompute(**args)
+    print(f"wrote {path} and {path.with_suffix('.safetensors')}")
+    return path
+
+
+if __name__ == "__main__":
+    main()
