@@ -11,6 +11,7 @@ safetensors under cache_dir()/pools. Pool seeds live far away from the held-out 
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 
 import torch
@@ -64,7 +65,7 @@ def _cached(kind: str, n: int, seed: int, size: int, make, disk: bool | None) ->
             from safetensors.torch import save_file
 
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")  # parallel jobs never share a temp file
             save_file({"images": pool.images.contiguous()}, str(tmp),
                       metadata={"texts": json.dumps(pool.texts)})
             tmp.replace(path)
