@@ -138,3 +138,25 @@ def plot_collapse(histories: dict, title: str = "Copy collapse vs information bo
     ax_l.legend(fontsize=8)
     fig.suptitle(title)
     return fig
+
+
+def plot_bars(groups: dict, title: str = "", ylabel: str = "", ylim=(0, 1.05)):
+    """Grouped bars: `groups` = {group: {arm: value}} (e.g. {arch: {"base": .9, "RecA only": .4}})."""
+    if not groups:
+        raise ValueError("plot_bars needs at least one group")
+    arms = list(dict.fromkeys(a for g in groups.values() for a in g))
+    fig = Figure(figsize=(max(4.0, 1.6 * len(groups) + 1), 3.2), layout="constrained")
+    ax = fig.subplots()
+    width = 0.8 / len(arms)
+    xs = np.arange(len(groups))
+    for i, a in enumerate(arms):
+        vals = [g.get(a, np.nan) for g in groups.values()]
+        bars = ax.bar(xs + (i - (len(arms) - 1) / 2) * width, vals, width, label=a)
+        ax.bar_label(bars, fmt="%.2f", fontsize=7)
+    ax.set_xticks(xs, list(groups))
+    ax.set_ylim(*ylim)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8, ncol=min(len(arms), 4))
+    return fig

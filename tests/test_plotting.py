@@ -80,3 +80,13 @@ def test_figures_render_headless(tmp_path):
     fig = plotting.plot_collapse({"a": _history()})
     fig.savefig(tmp_path / "c.png")
     assert (tmp_path / "c.png").stat().st_size > 1000
+
+
+def test_plot_bars_one_bar_per_arm_and_group_with_labels():
+    fig = plotting.plot_bars({"showo": {"base": 0.9, "RecA": 0.5}, "janus": {"base": 1.0, "RecA": 0.7}})
+    ax = fig.axes[0]
+    heights = sorted(round(p.get_height(), 2) for p in ax.patches)
+    assert heights == [0.5, 0.7, 0.9, 1.0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["showo", "janus"]
+    with pytest.raises(ValueError):
+        plotting.plot_bars({})
