@@ -29,7 +29,7 @@ ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root,)
 # nothing in this project may download weights or data sets from a hub
 export HF_HUB_OFFLINE := 1
 
-.PHONY: help venv lab tour test test-fast notebooks check-notebooks data bench clean-venv
+.PHONY: help venv lab tour test test-fast notebooks check-notebooks data bench reproduce clean-venv
 
 help:
 	@echo "make lab              JupyterLab on notebooks/ at http://127.0.0.1:8888 (creates .venv first)"
@@ -39,7 +39,8 @@ help:
 	@echo "make notebooks        regenerate notebooks/*.ipynb from their py:percent sources, no outputs"
 	@echo "make check-notebooks  fail if any .ipynb is out of sync with its .py or has outputs"
 	@echo "make data             regenerate the shipped artefacts in data/ (tokenizers, CLIP, scorer, bases)"
-	@echo "make bench            loop overhead: reca_nb train() vs a bare PyTorch loop (prints the ratio)"
+	@echo "make bench            loop overhead ratio, per-arch RecA throughput + memory, per-notebook wall time -> results/bench.md"
+	@echo "make reproduce        the paper's claims over seeds -> results/claims.md (REPRODUCE_ARGS=\"--jobs=12 --device=cuda\")"
 	@echo "make venv             create .venv: $(TORCH) first, then pip install -e '.[dev]'"
 
 # --- environment ----------------------------------------------------------------------------------------
@@ -95,3 +96,10 @@ data: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/loop_overhead.py
+	$(PY) benchmarks/arch_throughput.py --out=results/bench.md
+	$(PY) benchmarks/series_time.py --out=results/bench.md --timeout=$(NB_TIMEOUT)
+
+# the claims table: results/claims.md + claims.csv + figures; finished jobs in results/runs/ are skipped
+REPRODUCE_ARGS ?=
+reproduce: $(STAMP)
+	$(PY) -m reca_nb.reproduce --preset=full $(REPRODUCE_ARGS)

@@ -79,4 +79,7 @@ def load_base(arch: str, path=None):
         raise FileNotFoundError(
             f"no base checkpoint for {arch!r} at {path}. Available: {', '.join(have) or 'none'}. "
             f"Make it with:  python -m reca_nb.pretrain --arch={arch}")
-    return cls.load(path)
+    model = cls.load(path)
+    if cls.arches and model.arch != arch:  # one class, several names (Show-o): the file must be this one
+        raise ValueError(f"{path} holds a {model.arch!r} checkpoint, not {arch!r}")
+    return model

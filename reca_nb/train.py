@@ -72,17 +72,24 @@ class Objective(nn.Module):
 def lora_targets(model) -> list:
     """Names of the nn.Linear modules whose weight is in the shared or generation group."""
     groups = model.parameter_groups()
-    trainable = set(groups.get("shared", [])) | set(groups.get("generation", []))
+    trainable = (set(groups.get("shared", [])) | set(groups.get("generation", []))) - lora_full(model)
     inside_mha = {f"{n}.out_proj" for n, m in model.named_modules() if isinstance(m, nn.MultiheadAttention)}
     return [n for n, m in model.named_modules()
             if isinstance(m, nn.Linear) and f"{n}.weight" in trainable and n not in inside_mha]
+
+
+def lora_full(model) -> set:
+    """Parameters trained in full next to the LoRA adapters: the optional UMM hook `lora_full()` (e.g. the
+    Janus-Pro generation head), else none."""
+    return set(model.lora_full()) if hasattr(model, "lora_full") else set()
 
 
 def apply_freeze(model, recipe: Recipe):
     """Set requires_grad from `recipe.freeze` and model.parameter_groups(); returns the peft LoraModel
     (call .merge_and_unload() to fold the adapters back) when freeze='lora', else None.
     'frozen' is never trained; 'understanding' also freezes that group; 'lora' trains only LoRA adapters
-    (peft) on the Linear layers of the shared and generation groups."""
+    (peft) on the Linear layers of the shared and generation groups, plus the model's `lora_full()` parameters
+    in full."""
     model.check_groups()
     groups = model.parameter_groups()
     if recipe.freeze == "lora":
@@ -90,6 +97,7 @@ def apply_freeze(model, recipe: Recipe):
 
         from peft import LoraConfig
         from peft.tuners.lora import LoraModel
+        from peft.tuners.tuners_utils import cast_adapter_dtype
 
         targets = lora_targets(model)
         if not targets:
@@ -97,7 +105,12 @@ def apply_freeze(model, recipe: Recipe):
                              "generation groups")
         cfg = LoraConfig(r=recipe.lora_r, lora_alpha=recipe.lora_r, lora_dropout=0.0,
                          target_modules="|".join(re.escape(t) for t in targets))  # str: full-name match
-        return LoraModel(model, cfg, "default")  # in place; peft freezes everything but the adapters
+        lora = LoraModel(model, cfg, "default")  # in place; peft freezes everything but the adapters
+        cast_adapter_dtype(model, "default")  # bf16 / fp16 base weights: adapters still train in fp32
+        full = lora_full(model)
+        for n, p in model.named_parameters():
+            p.requires_grad_(p.requires_grad or n in full)
+        return lora
     frozen = set(groups.get("frozen", []))
     if recipe.freeze == "understanding":
         frozen |= set(groups.get("understanding", []))
@@ -132,7 +145,7 @@ def lr_factor(step: int, recipe: Recipe) -> float:
 # ----------------------------------------------------------------------------- the loop
 
 def train(model, recipe: Recipe, out_dir=None, resume=None, callbacks=(), progress: bool = True,
-          evals: dict | None = None, monitor: CollapseMonitor | None = None) -> list:
+          evals: dict | None = None, monitor: CollapseMonitor | None = None, data=None) -> list:
     """Post-train `model` in place with `recipe`; returns the history (list of row dicts).
 
     out_dir:   checkpoints (ckpt-NNNNNN.safetensors), history.json and the final model.safetensors
@@ -140,6 +153,10 @@ def train(model, recipe: Recipe, out_dir=None, resume=None, callbacks=(), progre
     callbacks: functions cb(row, model) called on every history row; returning True stops the run
     evals:     {name: fn(model) -> dict}; default GenEval-mini T2I + I2T (reca_nb.geneval) when eval_every > 0
     monitor:   a CollapseMonitor; by default one with the recipe's threshold whenever RecA is on
+    data:      None: the recipe's shape-world pools (reca_nb.data.Batches); else a function
+               (size, seed=, prompts=, device=) -> a sampler with Batches' methods, e.g. the bound method
+               `reca_nb.folder.ImageFolder(root).batches` (your own images)
+    LoRA runs (freeze="lora") with out_dir also write out_dir/adapters.safetensors (reca_nb.adapters).
     """
     # --- config ---------------------------------------------------------------------------------------
     terms = recipe.active_terms
@@ -170,9 +187,10 @@ def train(model, recipe: Recipe, out_dir=None, resume=None, callbacks=(), progre
         objective, optimizer, scheduler = accelerator.prepare(Objective(model), optimizer, scheduler)
         umm = accelerator.unwrap_model(objective).umm
         # --- data -------------------------------------------------------------------------------------
-        data = Batches(umm.image_size, recipe.n_images, recipe.n_t2i_pairs, recipe.data_seed,
-                       seed=recipe.seed + accelerator.process_index, prompts=recipe.prompts,
-                       device=accelerator.device)
+        seed = recipe.seed + accelerator.process_index
+        data = (Batches(umm.image_size, recipe.n_images, recipe.n_t2i_pairs, recipe.data_seed, seed=seed,
+                        prompts=recipe.prompts, device=accelerator.device) if data is None else
+                data(umm.image_size, seed=seed, prompts=recipe.prompts, device=accelerator.device))
         lam = {"reca": recipe.lambda_reca, "i2t": recipe.lambda_i2t, "t2i": recipe.lambda_t2i}
         if monitor is None and "reca" in terms:
             monitor = CollapseMonitor(threshold=recipe.collapse_threshold, stop=recipe.collapse_stop)
@@ -187,6 +205,7 @@ def train(model, recipe: Recipe, out_dir=None, resume=None, callbacks=(), progre
                 old.unlink()
         if state is not None:
             _check_recipe(state["recipe"], recipe)
+            _check_model(state, umm)
             umm.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optim"])
             scheduler.load_state_dict(state["scheduler"])
@@ -270,6 +289,10 @@ def train(model, recipe: Recipe, out_dir=None, resume=None, callbacks=(), progre
             _write_json(out_dir / "history.json", history)
     finally:
         if lora is not None:
+            if out_dir is not None and main:
+                from .adapters import save_adapters
+
+                save_adapters(model, out_dir / "adapters.safetensors", recipe)
             lora.merge_and_unload()  # the model gets its original structure back, adapters folded in
         for n, p in model.named_parameters():
             p.requires_grad_(grad_flags.get(n, p.requires_grad))
@@ -444,9 +467,15 @@ def save_checkpoint(out_dir, umm, optimizer, scheduler, recipe, step, history, w
     metadata["sha256"] = _digest(tensors)
     path = out_dir / f"ckpt-{step:06d}.safetensors"
     tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=metadata)
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
+    try:
+        save_file(tensors, str(tmp), metadata=metadata)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+    except OSError as e:  # e.g. disk full: drop the partial file, keep every earlier checkpoint
+        tmp.unlink(missing_ok=True)
+        kept = ", ".join(p.name for p in _checkpoints(out_dir)) or "none"
+        raise OSError(e.errno, f"could not write checkpoint {path} ({e.strerror or e}); the earlier "
+                      f"checkpoints are intact: {kept}") from e
     tmp.replace(path)  # atomic: a crash leaves either the old file set or the new one, never half a file
     for old in _checkpoints(out_dir)[:-recipe.keep_ckpts]:
         old.unlink()
@@ -473,6 +502,7 @@ def load_checkpoint(path) -> dict:
     except Exception as e:  # truncated / garbled file: safetensors or json raised
         raise CheckpointError(f"{path} is unreadable ({type(e).__name__}: {e})") from e
     state = {"path": path, "step": meta["step"], "recipe": meta["recipe"], "history": meta["history"],
+             "arch": meta.get("arch"), "model_config": meta.get("model_config"),
              "window": meta["window"], "monitor": meta["monitor"], "scheduler": meta["scheduler"]}
     state["model"] = {k[6:]: v for k, v in tensors.items() if k.startswith("model/")}
     optim_state = {}
@@ -520,14 +550,28 @@ def _check_recipe(saved: dict, recipe: Recipe):
                          f"(checkpoint, now): {diff}. Use a new out_dir or the same recipe.")
 
 
+def _check_model(state: dict, umm):
+    """The checkpoint must hold this architecture with this config (else: load_state_dict's mismatch wall)."""
+    saved = state.get("model_config") or {}
+    now = json.loads(json.dumps(asdict(umm.config), default=_plain))
+    diff = {k: (saved.get(k), v) for k, v in now.items() if saved.get(k) != v}
+    if state.get("arch") != umm.arch or diff:
+        raise CheckpointError(f"{state['path']} holds a {state.get('arch')!r} model with a different config "
+                              f"than this {umm.arch!r} one; differing model config fields (checkpoint, now): "
+                              f"{diff}. Use a new out_dir or the model it was trained from.")
+
+
 # ----------------------------------------------------------------------------- CLI
 
 CLI_KEYS = ("arch", "preset", "base", "out", "resume", "progress", "threads")
+# real checkpoints (hub weights, your own images): not in reca_nb.archs; their module's main() takes over
+REAL_ARCHS = {"janus-pro": "reca_nb.real_janus"}
 USAGE = """usage: python -m reca_nb.train --arch=ARCH [--preset=reca|pretrain|control|ci|colab]
        [--base=default|none|PATH] [--out=DIR] [--resume[=PATH]] [--threads=N] [--progress=False]
        [--model.FIELD=V ...] [--RECIPE_FIELD=V ...]
   --base=default loads data/checkpoints/ARCH.safetensors; --base=none builds a fresh model (seeded by
-  --seed; --model.* overrides its config). --out defaults to $RECA_NB_HOME/runs/ARCH-PRESET-SEED."""
+  --seed; --model.* overrides its config). --out defaults to $RECA_NB_HOME/runs/ARCH-PRESET-SEED.
+  Real checkpoints on your own images: --arch=janus-pro --image_folder=DIR (see reca_nb.real_janus)."""
 
 
 def main(argv=None):
@@ -541,6 +585,10 @@ def main(argv=None):
         print(USAGE)
         return None
     args = parse_overrides(argv)
+    if args.get("arch") in REAL_ARCHS:
+        import importlib
+
+        return importlib.import_module(REAL_ARCHS[args["arch"]]).main(argv)
     cli = {k: args.pop(k) for k in CLI_KEYS if k in args}
     model_kw = {k[6:]: args.pop(k) for k in list(args) if k.startswith("model.")}
     if "arch" not in cli:
@@ -572,4 +620,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (ValueError, FileNotFoundError, CheckpointError) as e:  # bad input: one line, exit status 1
+        raise SystemExit(f"error: {e}") from None

@@ -115,7 +115,13 @@ class UMM(nn.Module):
         path.parent.mkdir(parents=True, exist_ok=True)
         meta = {"arch": self.arch, "config": json.dumps(asdict(self.config)), **(extra or {})}
         state = {k: v.detach().contiguous().clone() for k, v in self.state_dict().items()}
-        save_file(state, str(path), metadata={k: str(v) for k, v in meta.items()})
+        tmp = path.with_name(path.name + ".tmp")
+        try:
+            save_file(state, str(tmp), metadata={k: str(v) for k, v in meta.items()})
+            tmp.replace(path)  # atomic: a failed write (disk full) leaves the previous file intact
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
 
     @classmethod
     def load(cls, path, **overrides):
