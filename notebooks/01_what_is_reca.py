@@ -56,7 +56,7 @@ RUN_DIR = cache_dir() / "runs" / "nb01"
 # ## 1 · The base model
 #
 # A Show-o miniature (one shared Phi transformer, VQ image tokens, masked-token generation) pretrained on
-# shape world with T2I on only **300** captioned pairs and I2T on thousands of described images: a base
+# shape world with T2I on only **2000** captioned pairs and I2T on thousands of described images: a base
 # that understands well but generates with headroom — the setting RecA is meant for.
 
 # %%
@@ -164,7 +164,7 @@ assert after_i2t["exact"] >= before_i2t["exact"] - 0.15
 #
 # ## Exercises
 # 1. **Knob: `STEPS`.** Run 400 steps (the `reca` preset). Does GenEval-mini keep moving?
-# 2. **Knob: `recipe.lambda_t2i`.** Set it to 0.5 (T2I on the 300 captioned pairs mixed in). What happens to
+# 2. **Knob: `recipe.lambda_t2i`.** Set it to 0.5 (T2I on the 2000 captioned pairs mixed in). What happens to
 #    T2I and to the reconstructions?
 # 3. **Knob: `recipe.lambda_i2t`.** Set it to 0 and compare the I2T exact-match before and after.
 

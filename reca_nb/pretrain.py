@@ -110,4 +110,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (ValueError, FileNotFoundError) as e:  # bad input: one line, exit status 1
+        raise SystemExit(f"error: {e}") from None
