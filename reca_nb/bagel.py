@@ -48,7 +48,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import text
-from .umm import UMM
+from .umm import UMM, gen_device
 
 
 @dataclass
@@ -396,7 +396,8 @@ class BagelMini(UMM):
                                                 shift=cfg.sample_shift if shift is None else shift)
         sched.set_timesteps(steps or cfg.sample_steps, device=self.device)
         N = self.grid * self.grid
-        z = torch.randn((B, N, cfg.latent_channels), generator=generator).to(self.device)  # (B, N, C)
+        z = torch.randn((B, N, cfg.latent_channels), generator=generator,
+                        device=gen_device(generator)).to(self.device)  # (B, N, C)
         two = g != 1.0
         P = prompts + prompts if two else prompts
         c = None if cond is None else (torch.cat([cond, cond]) if two else cond)

@@ -70,7 +70,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import text
-from .umm import UMM
+from .umm import UMM, gen_device
 
 IMAGE_ATTN = ("bidirectional", "causal")
 UNCOND_PROMPT = "generate an image ."  # Harmon's cfg_prompt / unconditional prompt "Generate an image."
@@ -439,12 +439,12 @@ class HarmonMini(UMM):
         if generator is None:
             nn.init.trunc_normal_(r, mean=1.0, std=0.25, a=lo, b=1.0)
         else:  # inverse-CDF draw with the caller's generator (trunc_normal_ takes no generator)
-            u = torch.rand(1, generator=generator)
+            u = torch.rand(1, generator=generator, device=gen_device(generator))
             nd = torch.distributions.Normal(1.0, 0.25)
             a, b = nd.cdf(torch.tensor(lo)), nd.cdf(torch.tensor(1.0))
             r = nd.icdf(a + u * (b - a)).clamp(lo, 1.0)
         n_masked = min(N, math.ceil(N * r.item()))
-        order = torch.rand(B, N, generator=generator).argsort(dim=1)
+        order = torch.rand(B, N, generator=generator, device=gen_device(generator)).argsort(dim=1)
         mask = torch.zeros(B, N, dtype=torch.bool)
         mask.scatter_(1, order[:, :n_masked], True)
         return mask.to(self.device)
@@ -492,7 +492,7 @@ class HarmonMini(UMM):
         sched.alphas_cumprod = sched.alphas_cumprod.double()
         sched.set_timesteps(steps, device=self.device)
         n, C = z.shape[0], self.config.latent_channels
-        x = torch.randn(n, C, generator=generator).to(self.device)
+        x = torch.randn(n, C, generator=generator, device=gen_device(generator)).to(self.device)
         for t in sched.timesteps:
             tt = t.expand(n).to(self.device)
             if z_uncond is None:
@@ -501,7 +501,7 @@ class HarmonMini(UMM):
                 e_c, e_u = self.diffloss(torch.cat([x, x]), torch.cat([tt, tt]),
                                          torch.cat([z, z_uncond])).chunk(2)
                 eps = e_u + guidance * (e_c - e_u)
-            noise = torch.randn(n, C, generator=generator).to(self.device) * temperature
+            noise = torch.randn(n, C, generator=generator, device=gen_device(generator)).to(self.device) * temperature
             x = sched.step(eps, t, x, eta=eta, variance_noise=noise).prev_sample
         return x
 
@@ -531,7 +531,7 @@ class HarmonMini(UMM):
             valid = torch.cat([F.pad(valid, (P - valid.shape[1], 0)), F.pad(vu, (P - vu.shape[1], 0))])
         tokens = torch.zeros(B, N, c.latent_channels, device=self.device)
         mask = torch.ones(B, N, dtype=torch.bool, device=self.device)
-        order = torch.rand(B, N, generator=generator).argsort(dim=1).to(self.device)
+        order = torch.rand(B, N, generator=generator, device=gen_device(generator)).argsort(dim=1).to(self.device)
         for step in range(iters):
             both = 2 if g != 1.0 else 1
             z = self.mar_forward(tokens.repeat(both, 1, 1), mask.repeat(both, 1), prefix, valid)  # (2B, N, D)

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import text
-from .umm import UMM
+from .umm import UMM, gen_device
 
 
 @dataclass
@@ -293,7 +293,7 @@ class OpenUniMini(UMM):
         sched = FlowMatchEulerDiscreteScheduler.from_config(self.scheduler.config)  # fresh step counter
         sched.set_timesteps(steps or cfg.sample_steps, device=self.device)
         h = cfg.image_size // cfg.ae_factor
-        z = torch.randn(B, cfg.latent_channels, h, h, generator=generator).to(self.device)
+        z = torch.randn(B, cfg.latent_channels, h, h, generator=generator, device=gen_device(generator)).to(self.device)
         for t in sched.timesteps:
             zz = torch.cat([z, z]) if g != 1.0 else z
             v = self.dit(zz, encoder_hidden_states=ctx, timestep=t.expand(zz.shape[0])).sample

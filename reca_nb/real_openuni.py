@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .umm import UMM
+from .umm import UMM, gen_device
 
 USER, ASSISTANT = "<|im_start|>user\n", "<|im_end|>\n<|im_start|>assistant\n"
 GENERATION, CFG_PROMPT = "Generate an image: {}", "Generate an image."
@@ -250,7 +250,8 @@ class OpenUniReal(UMM):
         sched = FlowMatchEulerDiscreteScheduler.from_config(self.scheduler.config)
         sched.set_timesteps(steps or cfg.sample_steps, device=self.device)
         h = cfg.image_size // self.factor
-        z = torch.randn(B, self.dit.config.in_channels, h, h, generator=generator).to(self.device)
+        z = torch.randn(B, self.dit.config.in_channels, h, h, generator=generator,
+                        device=gen_device(generator)).to(self.device)
         for t in sched.timesteps:
             zz = torch.cat([z, z]) if g != 1.0 else z
             v = self.dit(zz, encoder_hidden_states=ctx, timestep=t.expand(zz.shape[0])).sample.float()

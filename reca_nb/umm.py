@@ -143,3 +143,9 @@ class UMM(nn.Module):
         model = cls(cfg)
         model.load_state_dict(load_file(str(path)))
         return model
+
+
+def gen_device(generator) -> torch.device:
+    """Where random draws for `generator` must happen: its own device (CPU when there is none), so that
+    sampling with a CPU generator is bit-identical on every device and a CUDA generator works too."""
+    return generator.device if generator is not None else torch.device("cpu")
