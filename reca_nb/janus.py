@@ -330,18 +330,7 @@ class JanusMini(UMM):
         return [self.tok.decode(row[prefix.shape[1]:]) for row in out.tolist()]
 
     def parameter_groups(self):
-        groups = {g: [] for g in ("understanding", "generation", "shared", "frozen")}
-        for name, _ in self.named_parameters():
-            part = name.split(".")[2] if name.startswith("hf.model.") else name
-            if part in ("vision_model", "aligner"):
-                groups["understanding"].append(name)
-            elif part.startswith("generation_"):
-                groups["generation"].append(name)
-            elif part == "vqmodel":
-                groups["frozen"].append(name)
-            else:  # language_model (incl. text embeddings, tied to lm_head) and lm_head
-                groups["shared"].append(name)
-        return groups
+        return janus_parameter_groups(self)
 
 
 JanusMini.config_cls = JanusMiniConfig
@@ -491,3 +480,20 @@ def main(argv=None):
 
 if __name__ == "__main__":
     main()
+
+
+def janus_parameter_groups(model) -> dict:
+    """UMM groups of a model holding transformers' Janus as `model.hf` (the mini and real Janus-Pro alike):
+    SigLIP + aligner = understanding, generation_* = generation, the VQ model frozen, the LLM shared."""
+    groups = {g: [] for g in ("understanding", "generation", "shared", "frozen")}
+    for name, _ in model.named_parameters():
+        part = name.split(".")[2] if name.startswith("hf.model.") else name
+        if part in ("vision_model", "aligner"):
+            groups["understanding"].append(name)
+        elif part.startswith("generation_"):
+            groups["generation"].append(name)
+        elif part == "vqmodel":
+            groups["frozen"].append(name)
+        else:  # language_model (incl. text embeddings, tied to lm_head) and lm_head
+            groups["shared"].append(name)
+    return groups

@@ -418,18 +418,9 @@ class JanusPro(UMM):
         return [s.strip() for s in self.tok.batch_decode(out[:, ids.shape[1]:], skip_special_tokens=True)]
 
     def parameter_groups(self):
-        groups = {g: [] for g in ("understanding", "generation", "shared", "frozen")}
-        for name, _ in self.named_parameters():
-            part = name.split(".")[2] if name.startswith("hf.model.") else name
-            if part in ("vision_model", "aligner"):
-                groups["understanding"].append(name)
-            elif part.startswith("generation_"):
-                groups["generation"].append(name)
-            elif part == "vqmodel":
-                groups["frozen"].append(name)
-            else:  # language_model (and lm_head, when untied)
-                groups["shared"].append(name)
-        return groups
+        from .janus import janus_parameter_groups
+
+        return janus_parameter_groups(self)
 
     def lora_full(self) -> list:
         """Trained in full next to LoRA adapters: the whole generation path (embedding, aligner, head)."""
