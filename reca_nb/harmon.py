@@ -70,7 +70,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import text
-from .umm import UMM, gen_device
+from .umm import UMM, PrefixLMCaptioner, gen_device
 
 IMAGE_ATTN = ("bidirectional", "causal")
 UNCOND_PROMPT = "generate an image ."  # Harmon's cfg_prompt / unconditional prompt "Generate an image."
@@ -200,7 +200,7 @@ class DiffusionHead(nn.Module):
         return self.out(self.final_norm(h) * (1 + scale) + shift)  # (N, C)
 
 
-class HarmonMini(UMM):
+class HarmonMini(PrefixLMCaptioner, UMM):
     arch = "harmon"
     config_cls = HarmonMiniConfig
 
@@ -557,34 +557,6 @@ class HarmonMini(UMM):
         B = img.shape[0]
         return torch.cat([self._special("<i2t>", B), self._special("<sou>", B), img,
                           self._special("<eou>", B), self._special("<bos>", B)], dim=1)
-
-    def i2t_loss(self, images: torch.Tensor, captions: list) -> torch.Tensor:
-        """Next-token CE of the caption (and <eos>) after the image prefix (Harmon's image2text_loss)."""
-        if len(captions) != len(images):
-            raise ValueError(f"{len(images)} images but {len(captions)} captions")
-        prefix = self._caption_prefix(images)  # (B, P, d)
-        ids = self.tok.batch(captions, eos=True).to(self.device)  # (B, T) right-padded
-        x = torch.cat([prefix, self._embed(ids)], dim=1)
-        mask = torch.cat([torch.ones(prefix.shape[:2], dtype=torch.long, device=self.device),
-                          (ids != self.tok.pad_id).long()], dim=1)
-        h = self.llm.model(inputs_embeds=x, attention_mask=mask).last_hidden_state
-        P = prefix.shape[1]
-        logits = self.llm.lm_head(h[:, P - 1:-1])  # (B, T, V): <bos> predicts the first word
-        labels = ids.masked_fill(ids == self.tok.pad_id, -100)
-        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100)
-
-    @torch.no_grad()
-    def caption(self, images: torch.Tensor, max_len: int | None = None) -> list:
-        """Greedy captions with the LLM's own head (transformers `generate` from input embeddings)."""
-        from transformers import GenerationConfig
-
-        prefix = self._caption_prefix(images)
-        gen = GenerationConfig(max_new_tokens=max_len or self.config.max_caption_len, do_sample=False,
-                               eos_token_id=self.tok.eos_id, pad_token_id=self.tok.pad_id,
-                               bos_token_id=self.tok.bos_id, use_cache=True)
-        mask = torch.ones(prefix.shape[:2], dtype=torch.long, device=self.device)
-        out = self.llm.generate(inputs_embeds=prefix, attention_mask=mask, generation_config=gen)
-        return [self.tok.decode(row) for row in out.tolist()]
 
     # ------------------------------------------------------------------ parameter groups
     GEN_ONLY = ("proj_out.", "decoder_embed.", "mask_token", "dec_pos", "decoder.", "diffusion_pos",

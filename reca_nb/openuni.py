@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import text
-from .umm import UMM, gen_device
+from .umm import UMM, PrefixLMCaptioner, gen_device
 
 
 @dataclass
@@ -63,7 +63,7 @@ class OpenUniMiniConfig:
     max_caption_len: int = 24
 
 
-class OpenUniMini(UMM):
+class OpenUniMini(PrefixLMCaptioner, UMM):
     arch = "openuni"
     config_cls = OpenUniMiniConfig
 
@@ -186,34 +186,6 @@ class OpenUniMini(UMM):
         B = img.shape[0]
         return torch.cat([self._special("<i2t>", B), self._special("<sou>", B), img,
                           self._special("<eou>", B), self._special("<bos>", B)], dim=1)
-
-    def i2t_loss(self, images: torch.Tensor, captions: list) -> torch.Tensor:
-        """Next-token CE of the caption (and <eos>) after the image prefix."""
-        if len(captions) != len(images):
-            raise ValueError(f"{len(images)} images but {len(captions)} captions")
-        prefix = self._caption_prefix(images)  # (B, P, d)
-        ids = self.tok.batch(captions, eos=True).to(self.device)  # (B, T) right-padded
-        x = torch.cat([prefix, self._embed(ids)], dim=1)  # (B, P + T, d)
-        mask = torch.cat([torch.ones(prefix.shape[:2], dtype=torch.long, device=self.device),
-                          (ids != self.tok.pad_id).long()], dim=1)
-        h = self.llm.model(inputs_embeds=x, attention_mask=mask).last_hidden_state
-        P = prefix.shape[1]
-        logits = self.llm.lm_head(h[:, P - 1:-1])  # (B, T, V): position P-1 (<bos>) predicts ids[:, 0]
-        labels = ids.masked_fill(ids == self.tok.pad_id, -100)
-        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100)
-
-    @torch.no_grad()
-    def caption(self, images: torch.Tensor, max_len: int | None = None) -> list:
-        """Greedy captions with the VLM's own LM head (transformers `generate` from input embeddings)."""
-        from transformers import GenerationConfig
-
-        prefix = self._caption_prefix(images)
-        gen = GenerationConfig(max_new_tokens=max_len or self.config.max_caption_len, do_sample=False,
-                               eos_token_id=self.tok.eos_id, pad_token_id=self.tok.pad_id,
-                               bos_token_id=self.tok.bos_id, use_cache=True)
-        mask = torch.ones(prefix.shape[:2], dtype=torch.long, device=self.device)
-        out = self.llm.generate(inputs_embeds=prefix, attention_mask=mask, generation_config=gen)
-        return [self.tok.decode(row) for row in out.tolist()]
 
     # ------------------------------------------------------------------ generation condition (meta-queries)
     def condition(self, prompts: list, cond: torch.Tensor | None = None,

@@ -145,6 +145,42 @@ class UMM(nn.Module):
         return model
 
 
+class PrefixLMCaptioner:
+    """I2T for UMMs whose understanding is a causal LM read after an image prefix (Harmon, OpenUni minis).
+    The host provides `_caption_prefix(images) -> (B, P, d)`, `_embed(ids)`, `tok` (reca_nb.text), `llm` (a
+    transformers *ForCausalLM), `device` and `config.max_caption_len`."""
+
+    def i2t_loss(self, images: torch.Tensor, captions: list) -> torch.Tensor:
+        """Next-token CE of the caption (and <eos>) after the image prefix (Harmon's image2text_loss)."""
+        import torch.nn.functional as F
+
+        if len(captions) != len(images):
+            raise ValueError(f"{len(images)} images but {len(captions)} captions")
+        prefix = self._caption_prefix(images)  # (B, P, d)
+        ids = self.tok.batch(captions, eos=True).to(self.device)  # (B, T) right-padded
+        x = torch.cat([prefix, self._embed(ids)], dim=1)  # (B, P + T, d)
+        mask = torch.cat([torch.ones(prefix.shape[:2], dtype=torch.long, device=self.device),
+                          (ids != self.tok.pad_id).long()], dim=1)
+        h = self.llm.model(inputs_embeds=x, attention_mask=mask).last_hidden_state
+        P = prefix.shape[1]
+        logits = self.llm.lm_head(h[:, P - 1:-1])  # (B, T, V): position P-1 (<bos>) predicts ids[:, 0]
+        labels = ids.masked_fill(ids == self.tok.pad_id, -100)
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100)
+
+    @torch.no_grad()
+    def caption(self, images: torch.Tensor, max_len: int | None = None) -> list:
+        """Greedy captions with the LM's own head (transformers `generate` from input embeddings)."""
+        from transformers import GenerationConfig
+
+        prefix = self._caption_prefix(images)
+        gen = GenerationConfig(max_new_tokens=max_len or self.config.max_caption_len, do_sample=False,
+                               eos_token_id=self.tok.eos_id, pad_token_id=self.tok.pad_id,
+                               bos_token_id=self.tok.bos_id, use_cache=True)
+        mask = torch.ones(prefix.shape[:2], dtype=torch.long, device=self.device)
+        out = self.llm.generate(inputs_embeds=prefix, attention_mask=mask, generation_config=gen)
+        return [self.tok.decode(row) for row in out.tolist()]
+
+
 def gen_device(generator) -> torch.device:
     """Where random draws for `generator` must happen: its own device (CPU when there is none), so that
     sampling with a CPU generator is bit-identical on every device and a CUDA generator works too."""
