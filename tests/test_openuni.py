@@ -133,10 +133,62 @@ def test_left_padding_is_invisible():
     torch.testing.assert_close(dropped, m.condition(["", ""]), atol=1e-5, rtol=1e-4)  # CFG branch = no cond
 
 
+def test_all_positions_connector_ignores_padding():
+    """connector_input="all": padded positions are zero and masked, so the DiT's velocity for a prompt is the
+    same alone or batched with a longer prompt (and with a dropped image condition)."""
+    m = tiny(connector_input="all").eval()
+    _wake_cross_attention(m)
+    short, long = "a red circle", "a blue square left of a green triangle"
+    z, t = torch.randn(1, 4, 8, 8), torch.full((1,), 500.0)
+
+    def velocity(prompts, cond=None, drop=None):
+        ctx, keep = m.condition(prompts, cond, drop, return_mask=True)
+        assert ctx.shape[:2] == keep.shape and torch.all(ctx[keep == 0] == 0)
+        n = len(prompts)
+        return m.dit(z.expand(n, -1, -1, -1), encoder_hidden_states=ctx, timestep=t.expand(n),
+                     encoder_attention_mask=keep).sample
+
+    with torch.no_grad():
+        torch.testing.assert_close(velocity([short])[0], velocity([short, long])[0], atol=1e-4, rtol=1e-3)
+        cond = torch.randn(1, 5, 64)
+        torch.testing.assert_close(velocity([""], cond, torch.tensor([True])), velocity([""]), atol=1e-4,
+                                   rtol=1e-3)
+        assert (velocity([short]) - velocity([long])).abs().max() > 1e-4  # ... while the prompt matters
+    with pytest.raises(ValueError, match="connector_input"):
+        tiny(connector_input="some")
+
+
+def _wake_cross_attention(m):
+    """What training does first: the zero-initialised cross-attention outputs become non-zero."""
+    for block in m.dit.transformer_blocks:
+        nn.init.normal_(block.attn2.to_out[0].weight, std=0.02)
+
+
+def test_condition_starts_silent(batch):
+    """Zero-initialised cross-attention: at step 0 the prompt does not move the velocity, but the queries
+    differ by prompt (no collapse to build on), and one optimiser step opens the path."""
+    img, _, prompts, _ = batch
+    m = tiny().eval()
+    x0 = torch.randn(2, 4, 8, 8)
+    ctx = m.condition([prompts[0], prompts[1]])
+    assert (ctx[0] - ctx[1]).abs().mean() > 0.05 * ctx.abs().mean()
+    t = torch.full((2,), 500.0)
+    v = lambda c: m.dit(x0, encoder_hidden_states=c, timestep=t).sample  # noqa: E731
+    torch.testing.assert_close(v(ctx), v(ctx.flip(0)))
+    opt = torch.optim.AdamW(m.parameters(), lr=1e-3)
+    m.train()
+    m.generation_loss(img, prompts).backward()
+    opt.step()
+    m.eval()
+    with torch.no_grad():
+        assert (v(ctx) - v(ctx.flip(0))).abs().max() > 1e-4
+
+
 @pytest.mark.parametrize("vlm_gen_grad", [False, True])
 def test_gradients_reach_generation_not_vlm(batch, vlm_gen_grad):
     img, und, _, _ = batch
     m = tiny(vlm_gen_grad=vlm_gen_grad)
+    _wake_cross_attention(m)
     m.reca_loss(und, ["describe the image"] * 8, img).backward()
     grads = {n: p.grad for n, p in m.named_parameters()}
     for n in m.parameter_groups()["generation"]:
