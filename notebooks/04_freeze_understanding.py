@@ -90,6 +90,8 @@ for arch in ARCHS:
     results[(arch, "base")] = (digest(base), geneval.evaluate_i2t(base, n=N_I2T, progress=False)["exact"], None)
     for freeze in ("understanding", "none"):
         model = archs.load_base(arch)
+        if arch == "openuni" and freeze == "none":  # OpenUni's VLM is frozen by construction (freeze_lmm):
+            model.config.vlm_gen_grad = True  # "unfrozen" means letting the generation loss reach its weights
         recipe = replace(preset(arch, "reca"), freeze=freeze, steps=STEPS, batch=BATCH, lr=LR, warmup=5,
                          log_every=10, save_every=0)
         hist = train(model, recipe)

@@ -18,8 +18,9 @@ pretraining stage (I2T trains the VLM, T2I trains queries + connector + DiT) kee
 Miniature training detail: the DiT's cross-attention output layers start at zero, so at step 0 the condition
 does not move the velocity. Measured without it (8 prompt/image pairs, T2I only): within 25 steps the meta-query
 outputs became the same for every prompt (relative spread 0.41 -> 0.02), since a random condition only adds
-variance to a from-scratch DiT, and the prompt never came back (GenEval-mini stayed at chance, 0.16-0.21, for
-600-2400 pretraining steps). Real OpenUni starts from a pretrained SANA that already reads its conditions.
+variance to a from-scratch DiT. With it the spread survives (0.26 after 100 steps). Real OpenUni starts from a
+pretrained SANA that already reads its conditions. This alone did NOT give a usable base: see data/README.md
+(T2I still at chance; the prompt moves the flow loss ~10 % vs ~48 % for the BAGEL mini).
 
 Parts that are frozen and shared with the other miniatures are loaded, not owned: the CLIP vision tower
 (`reca_nb.clip.load_clip`) and the latent autoencoder (`reca_nb.autoencoder.load_ae`). They are never

@@ -262,3 +262,16 @@ def test_real_loaders(batch):
                  m.reca_loss(und, ["describe the image"] * 8, img)):
         assert torch.isfinite(loss)
     assert m.eval().sample(prompts[:2], steps=2).shape == (2, 3, 32, 32)
+
+
+def test_softmax_self_attention_option(batch):
+    """dit_self_attn="softmax" swaps Sana's linear self-attention for diffusers' softmax processor."""
+    from diffusers.models.transformers.sana_transformer import SanaAttnProcessor2_0, SanaLinearAttnProcessor2_0
+
+    img, _, prompts, _ = batch
+    lin, soft = tiny(), tiny(dit_self_attn="softmax")
+    assert isinstance(lin.dit.transformer_blocks[0].attn1.processor, SanaLinearAttnProcessor2_0)
+    assert isinstance(soft.dit.transformer_blocks[0].attn1.processor, SanaAttnProcessor2_0)
+    assert torch.isfinite(soft.generation_loss(img, prompts))
+    with pytest.raises(ValueError, match="dit_self_attn"):
+        tiny(dit_self_attn="flash")
