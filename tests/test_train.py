@@ -267,6 +267,15 @@ def test_log_window_survives_resume(tmp_path):
 
 
 def test_sigint_saves_then_raises_and_resumes(tmp_path):
+    # Python's own Ctrl-C handler, also when the suite runs in the background (nohup / `&` start it ignored)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        _sigint_round_trip(tmp_path)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _sigint_round_trip(tmp_path):
     r = rec(steps=6)
     full = train(toy(), r, progress=False)
 
