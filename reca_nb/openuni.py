@@ -91,6 +91,10 @@ class OpenUniMini(PrefixLMCaptioner, UMM):
         if cfg.image_size % cfg.ae_factor:
             raise ValueError(f"image_size {cfg.image_size} is not a multiple of the AE factor "
                              f"{cfg.ae_factor}")
+        if cfg.connector_input not in ("queries", "all"):
+            raise ValueError(f"connector_input must be 'queries' or 'all', got {cfg.connector_input!r}")
+        if cfg.dit_self_attn not in ("linear", "softmax"):
+            raise ValueError(f"dit_self_attn must be 'linear' or 'softmax', got {cfg.dit_self_attn!r}")
         self.config = cfg
         d = cfg.d_llm
 
@@ -120,17 +124,12 @@ class OpenUniMini(PrefixLMCaptioner, UMM):
             cross_attention_dim=inner, caption_channels=d, mlp_ratio=cfg.dit_mlp_ratio,
             sample_size=cfg.image_size // cfg.ae_factor, patch_size=1,
             interpolation_scale=1)  # 1 -> fixed 2-D sin-cos positions (slots matter in shape world)
-        for block in self.dit.transformer_blocks:  # zero-init cross-attention output (see class docstring)
-            nn.init.zeros_(block.attn2.to_out[0].weight)
-            nn.init.zeros_(block.attn2.to_out[0].bias)
-        if cfg.connector_input not in ("queries", "all"):
-            raise ValueError(f"connector_input must be 'queries' or 'all', got {cfg.connector_input!r}")
-        if cfg.dit_self_attn not in ("linear", "softmax"):
-            raise ValueError(f"dit_self_attn must be 'linear' or 'softmax', got {cfg.dit_self_attn!r}")
-        if cfg.dit_self_attn == "softmax":
-            from diffusers.models.transformers.sana_transformer import SanaAttnProcessor2_0
+        from diffusers.models.transformers.sana_transformer import SanaAttnProcessor2_0
 
-            for block in self.dit.transformer_blocks:
+        for block in self.dit.transformer_blocks:
+            nn.init.zeros_(block.attn2.to_out[0].weight)  # zero-init cross-attention output (class docstring)
+            nn.init.zeros_(block.attn2.to_out[0].bias)
+            if cfg.dit_self_attn == "softmax":
                 block.attn1.set_processor(SanaAttnProcessor2_0())
         self.scheduler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=1.0)
 
@@ -249,11 +248,10 @@ class OpenUniMini(PrefixLMCaptioner, UMM):
             h = torch.func.functional_call(self.llm.model, consts, args=(), kwargs=kwargs).last_hidden_state
         else:
             h = self.llm.model(**kwargs).last_hidden_state
-        if self.config.connector_input == "all":
-            ctx = self.connector[1](self.connector[0](h), src_key_padding_mask=mask == 0)  # (B, T, d)
-            ctx = ctx * mask[..., None]  # padded rows: exact zeros, never attended
-        else:
-            ctx, mask = self.connector(h[:, -self.config.num_queries:]), mask[:, -self.config.num_queries:]
+        if self.config.connector_input == "queries":
+            h, mask = h[:, -self.config.num_queries:], mask[:, -self.config.num_queries:]  # all kept
+        linear, encoder = self.connector
+        ctx = encoder(linear(h), src_key_padding_mask=mask == 0) * mask[..., None]  # padding: exact zeros
         return (ctx, mask) if return_mask else ctx
 
     # ------------------------------------------------------------------ flow matching on AE latents
@@ -289,21 +287,19 @@ class OpenUniMini(PrefixLMCaptioner, UMM):
 
         cfg, B = self.config, len(prompts)
         g = cfg.guidance if guidance is None else guidance
-        if g != 1.0:  # unconditional branch = empty prompt, no image; one call, so both share a length
-            drop = torch.cat([torch.zeros(B, dtype=torch.bool), torch.ones(B, dtype=torch.bool)])
-            ctx, cmask = self.condition(list(prompts) + [""] * B, None if cond is None else torch.cat([cond, cond]),
-                                        drop, return_mask=True)  # (2B, Q, d)
-        else:
-            ctx, cmask = self.condition(prompts, cond, return_mask=True)  # (B, Q, d)
+        two = g != 1.0  # unconditional branch = empty prompt, no image; one call, so both share a length
+        P = list(prompts) + [""] * B if two else list(prompts)
+        c = None if cond is None else (torch.cat([cond, cond]) if two else cond)
+        ctx, cmask = self.condition(P, c, drop=torch.arange(len(P)) >= B, return_mask=True)  # (2B or B, Q, d)
         sched = FlowMatchEulerDiscreteScheduler.from_config(self.scheduler.config)  # fresh step counter
         sched.set_timesteps(steps or cfg.sample_steps, device=self.device)
         h = cfg.image_size // cfg.ae_factor
         z = torch.randn(B, cfg.latent_channels, h, h, generator=generator, device=gen_device(generator)).to(self.device)
         for t in sched.timesteps:
-            zz = torch.cat([z, z]) if g != 1.0 else z
+            zz = torch.cat([z, z]) if two else z
             v = self.dit(zz, encoder_hidden_states=ctx, timestep=t.expand(zz.shape[0]),
                          encoder_attention_mask=cmask).sample
-            if g != 1.0:
+            if two:
                 vc, vu = v.chunk(2)
                 v = vu + g * (vc - vu)
             z = sched.step(v, t, z).prev_sample

@@ -133,6 +133,12 @@ def test_left_padding_is_invisible():
     torch.testing.assert_close(dropped, m.condition(["", ""]), atol=1e-5, rtol=1e-4)  # CFG branch = no cond
 
 
+def _wake_cross_attention(m):
+    """What training does first: the zero-initialised cross-attention outputs become non-zero."""
+    for block in m.dit.transformer_blocks:
+        nn.init.normal_(block.attn2.to_out[0].weight, std=0.02)
+
+
 def test_all_positions_connector_ignores_padding():
     """connector_input="all": padded positions are zero and masked, so the DiT's velocity for a prompt is the
     same alone or batched with a longer prompt (and with a dropped image condition)."""
@@ -156,12 +162,6 @@ def test_all_positions_connector_ignores_padding():
         assert (velocity([short]) - velocity([long])).abs().max() > 1e-4  # ... while the prompt matters
     with pytest.raises(ValueError, match="connector_input"):
         tiny(connector_input="some")
-
-
-def _wake_cross_attention(m):
-    """What training does first: the zero-initialised cross-attention outputs become non-zero."""
-    for block in m.dit.transformer_blocks:
-        nn.init.normal_(block.attn2.to_out[0].weight, std=0.02)
 
 
 def test_condition_starts_silent(batch):
