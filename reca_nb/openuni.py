@@ -22,6 +22,12 @@ variance to a from-scratch DiT. With it the spread survives (0.26 after 100 step
 pretrained SANA that already reads its conditions. This alone did NOT give a usable base: see data/README.md
 (T2I still at chance; the prompt moves the flow loss ~10 % vs ~48 % for the BAGEL mini).
 
+Second miniature aid (`connector_norm="batch"`): the VLM's hidden states share a large common component, so
+different prompts give nearly parallel conditions. A `BatchNorm1d` without affine (running statistics at
+sampling) standardises each feature before the connector. Measured on the same 8-pair test (pixel MSE of samples
+vs own / other prompts' targets, 300 steps): meta-queries 0.060 / 0.092 without it, 0.029 / 0.116 with it
+(prompt-token embeddings fed straight into the DiT: 0.014 / 0.104).
+
 Parts that are frozen and shared with the other miniatures are loaded, not owned: the CLIP vision tower
 (`reca_nb.clip.load_clip`) and the latent autoencoder (`reca_nb.autoencoder.load_ae`). They are never
 nn.Parameters of this module, so they are not in its state_dict or checkpoint.
@@ -59,6 +65,7 @@ class OpenUniMiniConfig:
     connector_layers: int = 2  # OpenUni: 6-layer ConnectorEncoder
     connector_input: str = "queries"  # "queries" (MetaQuery / OpenUni) | "all" (hidden states at every position)
     connector_heads: int = 4
+    connector_norm: str = "batch"  # standardise VLM hidden states per feature (BatchNorm1d) | "none" (OpenUni)
     dit_layers: int = 4
     dit_heads: int = 4
     dit_head_dim: int = 32
@@ -93,6 +100,8 @@ class OpenUniMini(PrefixLMCaptioner, UMM):
                              f"{cfg.ae_factor}")
         if cfg.connector_input not in ("queries", "all"):
             raise ValueError(f"connector_input must be 'queries' or 'all', got {cfg.connector_input!r}")
+        if cfg.connector_norm not in ("batch", "none"):
+            raise ValueError(f"connector_norm must be 'batch' or 'none', got {cfg.connector_norm!r}")
         if cfg.dit_self_attn not in ("linear", "softmax"):
             raise ValueError(f"dit_self_attn must be 'linear' or 'softmax', got {cfg.dit_self_attn!r}")
         self.config = cfg
@@ -110,6 +119,9 @@ class OpenUniMini(PrefixLMCaptioner, UMM):
 
         # --- generation: meta-queries, connector (OpenUni's llm2dit: projector + encoder), Sana DiT
         self.queries = nn.Parameter(torch.randn(cfg.num_queries, d) * 0.02)  # (Q, d)
+        # per-feature standardisation of the VLM hidden states (class docstring): running statistics, no affine
+        self.hidden_norm = (nn.BatchNorm1d(d, affine=False) if cfg.connector_norm == "batch"
+                            else nn.Identity())
         layer = nn.TransformerEncoderLayer(d, cfg.connector_heads, 2 * d, dropout=0.0, activation="gelu",
                                            batch_first=True, norm_first=True)
         self.connector = nn.Sequential(
@@ -250,6 +262,8 @@ class OpenUniMini(PrefixLMCaptioner, UMM):
             h = self.llm.model(**kwargs).last_hidden_state
         if self.config.connector_input == "queries":
             h, mask = h[:, -self.config.num_queries:], mask[:, -self.config.num_queries:]  # all kept
+        valid = mask.bool()  # standardise the kept positions only (statistics over them, padding untouched)
+        h = h.masked_scatter(valid[..., None], self.hidden_norm(h[valid]))
         linear, encoder = self.connector
         ctx = encoder(linear(h), src_key_padding_mask=mask == 0) * mask[..., None]  # padding: exact zeros
         return (ctx, mask) if return_mask else ctx

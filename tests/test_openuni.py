@@ -275,3 +275,33 @@ def test_softmax_self_attention_option(batch):
     assert torch.isfinite(soft.generation_loss(img, prompts))
     with pytest.raises(ValueError, match="dit_self_attn"):
         tiny(dit_self_attn="flash")
+
+
+@pytest.mark.parametrize("connector_input", ["queries", "all"])
+def test_connector_norm_standardises_kept_positions(connector_input):
+    """connector_norm="batch": in training the VLM hidden states entering the connector are standardised per
+    feature over the kept (non-padding) positions; at sampling the running statistics are used, so a
+    prompt's condition does not depend on its batch. "none" leaves them as they are."""
+    m = tiny(connector_input=connector_input)
+    seen = {}
+    m.hidden_norm.register_forward_hook(lambda mod, inp, out: seen.update(inp=inp[0], out=out))
+    prompts = ["a red circle", "a blue square left of a green triangle", "two yellow squares", "a circle"]
+    m.train()
+    m.condition(prompts)
+    n_kept = 8 * 4 if connector_input == "queries" else None
+    if n_kept is not None:
+        assert seen["inp"].shape[0] == n_kept
+    else:  # every non-padding position: <t2i>, the prompt words, <soi>, the queries
+        assert seen["inp"].shape[0] == sum(len(m.tok.encode(p)) + 2 + 8 for p in prompts)
+    out = seen["out"]
+    torch.testing.assert_close(out.mean(0), torch.zeros(64), atol=1e-4, rtol=0)
+    torch.testing.assert_close(out.var(0, unbiased=False), torch.ones(64), atol=1e-2, rtol=0)
+    assert (seen["inp"].mean(0).abs() > 0.1).any()  # ... while the raw hidden states were not centred
+    m.eval()
+    alone = m.condition(prompts[:1])[0]
+    ctx, keep = m.condition(prompts, return_mask=True)
+    together = ctx[0][keep[0].bool()]  # the lone prompt's positions, padding left out
+    torch.testing.assert_close(alone, together, atol=1e-5, rtol=1e-4)
+    assert isinstance(tiny(connector_norm="none").hidden_norm, nn.Identity)
+    with pytest.raises(ValueError, match="connector_norm"):
+        tiny(connector_norm="layer")
