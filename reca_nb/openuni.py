@@ -26,7 +26,8 @@ Second miniature aid (`connector_norm="batch"`): the VLM's hidden states share a
 different prompts give nearly parallel conditions. A `BatchNorm1d` without affine (running statistics at
 sampling) standardises each feature before the connector. Measured on the same 8-pair test (pixel MSE of samples
 vs own / other prompts' targets, 300 steps): meta-queries 0.060 / 0.092 without it, 0.029 / 0.116 with it
-(prompt-token embeddings fed straight into the DiT: 0.014 / 0.104).
+(prompt-token embeddings fed straight into the DiT: 0.014 / 0.104). A full 1200-step pretrain with it is still at
+chance (GenEval-mini 0.15; prompt gap 9.8 %, 16.7 % with connector_input="all"): data/README.md.
 
 Parts that are frozen and shared with the other miniatures are loaded, not owned: the CLIP vision tower
 (`reca_nb.clip.load_clip`) and the latent autoencoder (`reca_nb.autoencoder.load_ae`). They are never
