@@ -106,5 +106,16 @@ def _coerce(value, tp, where: str):
                      + (" -- write True or False" if tp is bool else ""))
 
 
+def check_choices(dc) -> None:
+    """Raise a ValueError for any field of dataclass instance `dc` annotated `Literal[...]` whose value is not
+    one of its choices (call it from `__post_init__`)."""
+    hints = typing.get_type_hints(type(dc))
+    for f in dataclasses.fields(dc):
+        tp = hints[f.name]
+        if typing.get_origin(tp) is typing.Literal and getattr(dc, f.name) not in typing.get_args(tp):
+            raise ValueError(f"{type(dc).__name__}.{f.name} must be one of {typing.get_args(tp)}, "
+                             f"got {getattr(dc, f.name)!r}")
+
+
 def _name(tp) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")

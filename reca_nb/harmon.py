@@ -64,15 +64,16 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from . import text
+from .config import check_choices
 from .umm import UMM, PrefixLMCaptioner, gen_device
 
-IMAGE_ATTN = ("bidirectional", "causal")
 UNCOND_PROMPT = "generate an image ."  # Harmon's cfg_prompt / unconditional prompt "Generate an image."
 
 
@@ -99,13 +100,13 @@ class HarmonMiniConfig:
     llm_kv_heads: int = 2
     llm_ffn: int = 256
     max_positions: int = 256
-    image_attn: str = "bidirectional"  # LLM attention among image tokens: "bidirectional" | "causal" (Harmon)
+    image_attn: Literal["bidirectional", "causal"] = "bidirectional"  # among image tokens in the LLM; Harmon: causal
     # diffusion head (Harmon-0.5B: 6 blocks of width 1024)
     diff_width: int = 128
     diff_depth: int = 3
     diffusion_batch_mul: int = 4  # Harmon / MAR: 4
     num_train_timesteps: int = 1000
-    prediction_type: str = "epsilon"  # Harmon / MAR: "epsilon"; "v_prediction" weights high-noise steps more
+    prediction_type: Literal["epsilon", "v_prediction"] = "epsilon"  # Harmon / MAR: epsilon; v weighs high noise
     # MAR masking and RecA
     mask_ratio_min: float = 0.7  # truncated normal on [min, 1], mean 1, std 0.25 (MAR)
     grad_scale: float = 0.1  # gradient scale into the RecA understanding embedding (Harmon's _ScaleGradient)
@@ -114,11 +115,14 @@ class HarmonMiniConfig:
     sample_iters: int = 8
     diffusion_steps: int = 25
     guidance: float = 3.0  # classifier-free guidance scale on the head's eps (1 = off)
-    cfg_schedule: str = "constant"  # "constant" (Harmon's default) | "linear" (MAR / Muse: ramps up from 1)
+    cfg_schedule: Literal["constant", "linear"] = "constant"  # Harmon | MAR / Muse (ramps up from 1)
     temperature: float = 1.0  # scales the diffusion head's per-step noise (MAR)
     eta: float = 1.0  # 1 = ancestral DDPM on the respaced steps, 0 = deterministic DDIM
     max_caption_len: int = 24
     seed: int = 0  # weight-init seed
+
+    def __post_init__(self):
+        check_choices(self)
 
 
 class _ScaleGradient(torch.autograd.Function):
@@ -220,13 +224,6 @@ class HarmonMini(PrefixLMCaptioner, UMM):
         if c.image_size % c.ae_factor or c.und_size % c.ae_factor:
             raise ValueError(f"image_size {c.image_size} and und_size {c.und_size} must be multiples of the "
                              f"AE factor {c.ae_factor}")
-        if c.image_attn not in IMAGE_ATTN:
-            raise ValueError(f"image_attn must be one of {IMAGE_ATTN}, got {c.image_attn!r}")
-        if c.cfg_schedule not in ("constant", "linear"):
-            raise ValueError(f"cfg_schedule must be 'constant' or 'linear', got {c.cfg_schedule!r}")
-        if c.prediction_type not in ("epsilon", "v_prediction"):
-            raise ValueError(f"prediction_type must be 'epsilon' or 'v_prediction', "
-                             f"got {c.prediction_type!r}")
         if not 0.0 < c.mask_ratio_min <= 1.0:
             raise ValueError(f"mask_ratio_min must be in (0, 1], got {c.mask_ratio_min}")
         self.config = c

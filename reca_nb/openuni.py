@@ -37,12 +37,14 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from . import text
+from .config import check_choices
 from .umm import UMM, PrefixLMCaptioner, gen_device
 
 
@@ -64,20 +66,23 @@ class OpenUniMiniConfig:
     # generation: meta-queries -> connector -> Sana DiT
     num_queries: int = 16  # OpenUni: 256 queries for a 16x16 latent; here 16 for 8x8
     connector_layers: int = 2  # OpenUni: 6-layer ConnectorEncoder
-    connector_input: str = "queries"  # "queries" (MetaQuery / OpenUni) | "all" (hidden states at every position)
+    connector_input: Literal["queries", "all"] = "queries"  # MetaQuery / OpenUni | hidden states at every position
     connector_heads: int = 4
-    connector_norm: str = "batch"  # standardise VLM hidden states per feature (BatchNorm1d) | "none" (OpenUni)
+    connector_norm: Literal["batch", "none"] = "batch"  # standardise VLM hidden states per feature | OpenUni
     dit_layers: int = 4
     dit_heads: int = 4
     dit_head_dim: int = 32
     dit_mlp_ratio: float = 2.5
-    dit_self_attn: str = "linear"  # Sana's ReLU linear attention; "softmax" = diffusers' SanaAttnProcessor2_0
+    dit_self_attn: Literal["linear", "softmax"] = "linear"  # Sana's linear attention | SanaAttnProcessor2_0
     vlm_gen_grad: bool = False  # let the generation loss update VLM weights (OpenUni: no, freeze_lmm=True)
     # flow matching
     cfg_drop: float = 0.1  # probability of training a sample unconditionally (for classifier-free guidance)
     sample_steps: int = 16  # Euler steps of FlowMatchEulerDiscreteScheduler
     guidance: float = 3.0  # classifier-free guidance scale at sampling (1 = off)
     max_caption_len: int = 24
+
+    def __post_init__(self):
+        check_choices(self)
 
 
 class OpenUniMini(PrefixLMCaptioner, UMM):
@@ -99,12 +104,6 @@ class OpenUniMini(PrefixLMCaptioner, UMM):
         if cfg.image_size % cfg.ae_factor:
             raise ValueError(f"image_size {cfg.image_size} is not a multiple of the AE factor "
                              f"{cfg.ae_factor}")
-        if cfg.connector_input not in ("queries", "all"):
-            raise ValueError(f"connector_input must be 'queries' or 'all', got {cfg.connector_input!r}")
-        if cfg.connector_norm not in ("batch", "none"):
-            raise ValueError(f"connector_norm must be 'batch' or 'none', got {cfg.connector_norm!r}")
-        if cfg.dit_self_attn not in ("linear", "softmax"):
-            raise ValueError(f"dit_self_attn must be 'linear' or 'softmax', got {cfg.dit_self_attn!r}")
         self.config = cfg
         d = cfg.d_llm
 
@@ -266,7 +265,7 @@ class OpenUniMini(PrefixLMCaptioner, UMM):
         valid = mask.bool()  # standardise the kept positions only (statistics over them, padding untouched)
         h = h.masked_scatter(valid[..., None], self.hidden_norm(h[valid]))
         linear, encoder = self.connector
-        ctx = encoder(linear(h), src_key_padding_mask=mask == 0) * mask[..., None]  # padding: exact zeros
+        ctx = encoder(linear(h), src_key_padding_mask=~valid) * mask[..., None]  # padding: exact zeros
         return (ctx, mask) if return_mask else ctx
 
     # ------------------------------------------------------------------ flow matching on AE latents

@@ -11,11 +11,13 @@ the presets scale step counts and learning rates to 1-5 M-parameter miniatures o
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields, replace
-from typing import Literal, get_args, get_type_hints
+from dataclasses import dataclass, replace
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
+
+from .config import check_choices
 
 # ----------------------------------------------------------------------------- the recipe
 
@@ -69,11 +71,7 @@ class Recipe:
     device: str = "auto"  # "auto" (accelerate picks), "cpu" or "cuda"
 
     def __post_init__(self):
-        hints = get_type_hints(type(self))
-        for f in fields(self):
-            choices = get_args(hints[f.name]) if getattr(hints[f.name], "__origin__", None) is Literal else ()
-            if choices and getattr(self, f.name) not in choices:
-                raise ValueError(f"Recipe.{f.name} must be one of {choices}, got {getattr(self, f.name)!r}")
+        check_choices(self)
         for name in ("steps", "batch", "n_images", "n_t2i_pairs", "warmup", "und_res", "lora_r",
                      "eval_every", "eval_n", "save_every", "keep_ckpts", "log_every"):
             if getattr(self, name) < 0:

@@ -288,11 +288,9 @@ def test_connector_norm_standardises_kept_positions(connector_input):
     prompts = ["a red circle", "a blue square left of a green triangle", "two yellow squares", "a circle"]
     m.train()
     m.condition(prompts)
-    n_kept = 8 * 4 if connector_input == "queries" else None
-    if n_kept is not None:
-        assert seen["inp"].shape[0] == n_kept
-    else:  # every non-padding position: <t2i>, the prompt words, <soi>, the queries
-        assert seen["inp"].shape[0] == sum(len(m.tok.encode(p)) + 2 + 8 for p in prompts)
+    # "queries": 8 per prompt; "all": every non-padding position (<t2i>, the prompt words, <soi>, the queries)
+    n_kept = 8 * 4 if connector_input == "queries" else sum(len(m.tok.encode(p)) + 2 + 8 for p in prompts)
+    assert seen["inp"].shape[0] == n_kept
     out = seen["out"]
     torch.testing.assert_close(out.mean(0), torch.zeros(64), atol=1e-4, rtol=0)
     torch.testing.assert_close(out.var(0, unbiased=False), torch.ones(64), atol=1e-2, rtol=0)
