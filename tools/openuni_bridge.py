@@ -217,7 +217,7 @@ def main(argv):
     model_kw = {k[6:]: args.pop(k) for k in list(args) if k.startswith("model.")}
     return bridge_distill(init, int(args.pop("steps", 1200)), distill, float(args.pop("flow", 1.0)),
                           bool(args.pop("prompt_only", False)), model_kw, out=args.pop("out", None),
-                          eval_=args.pop("eval", True) is not False)
+                          batch=int(args.pop("batch", 32)), eval_=args.pop("eval", True) is not False)
 
 
 if __name__ == "__main__":
