@@ -201,8 +201,11 @@ def main(argv):
         raise SystemExit(__doc__)
     mode, args = argv[0], parse_overrides(argv[1:])
     torch.set_num_threads(int(args.get("threads", 1)))
-    if mode in ("probe", "bridge") and args.get("distill", 1) != 0:
-        args.pop("threads", None)
+    if mode == "words" or (mode == "bridge" and args.get("distill", 0) == 0):
+        if "dest" not in args:  # pretrain's default dest is data/checkpoints: never let an experiment land there
+            raise SystemExit(f"{mode}: --dest=DIR is required (the checkpoint and its MANIFEST go there)")
+    elif "threads" in args:  # the own-loop modes set threads here and take no pretrain flags
+        args.pop("threads")
     if mode == "words":
         patch_words(bool(args.pop("connector", False)))
         from reca_nb import pretrain
@@ -215,9 +218,12 @@ def main(argv):
     if distill == 0:
         return bridge_flow(init, [f"--{k}={v}" for k, v in args.items()])
     model_kw = {k[6:]: args.pop(k) for k in list(args) if k.startswith("model.")}
-    return bridge_distill(init, int(args.pop("steps", 1200)), distill, float(args.pop("flow", 1.0)),
-                          bool(args.pop("prompt_only", False)), model_kw, out=args.pop("out", None),
-                          batch=int(args.pop("batch", 32)), eval_=args.pop("eval", True) is not False)
+    known = ("steps", "flow", "prompt_only", "out", "batch", "eval")
+    if set(args) - set(known):
+        raise SystemExit(f"bridge --distill: unknown flags {sorted(set(args) - set(known))}; valid: {known}")
+    return bridge_distill(init, int(args.get("steps", 1200)), distill, float(args.get("flow", 1.0)),
+                          bool(args.get("prompt_only", False)), model_kw, out=args.get("out"),
+                          batch=int(args.get("batch", 32)), eval_=args.get("eval", True) is not False)
 
 
 if __name__ == "__main__":
