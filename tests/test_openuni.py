@@ -307,7 +307,7 @@ def test_connector_norm_standardises_kept_positions(connector_input):
 
 def test_bridge_research_script_runs(tmp_path):
     """tools/openuni_bridge.py (the experiments quoted in data/README.md) still runs against the package:
-    two stage-0 steps, then two distillation steps of the bridge on top of them."""
+    two stage-0 steps (word table read through the VLM's LLM), then two distillation steps of the bridge."""
     import subprocess
     import sys
 
@@ -316,7 +316,7 @@ def test_bridge_research_script_runs(tmp_path):
     env = {**os.environ, "RECA_NB_HOME": str(tmp_path / "home"), "HF_HUB_OFFLINE": "1"}
     run = lambda *a: subprocess.run([sys.executable, str(REPO_ROOT / "tools" / "openuni_bridge.py"), *a],  # noqa
                                     cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
-    words = run("words", f"--dest={tmp_path / 'w'}", f"--out={tmp_path / 'wr'}", "--steps=2", "--batch=4",
+    words = run("words", "--source=table-llm", f"--dest={tmp_path / 'w'}", f"--out={tmp_path / 'wr'}", "--steps=2", "--batch=4",
                 "--n_t2i_pairs=16", "--n_images=32", "--eval=False", "--progress=False", "--save_every=0")
     assert words.returncode == 0, words.stderr[-2000:]
     ckpt = tmp_path / "w" / "openuni.safetensors"
@@ -325,3 +325,4 @@ def test_bridge_research_script_runs(tmp_path):
     assert "emb_direct.weight" in load_file(ckpt)  # stage 0 trained the DiT's own word table
     bridge = run("bridge", f"--init={ckpt}", "--distill=1", "--steps=2", "--batch=4", "--eval=False")
     assert bridge.returncode == 0, bridge.stderr[-2000:]
+

@@ -7,6 +7,8 @@ README quotes. Run from the repository root with the project's Python, one threa
     # bypassed; --connector=True routes that table through the model's connector first. Other flags go to
     # `python -m reca_nb.pretrain` (e.g. --lambda_i2t=0 for T2I only).
     python tools/openuni_bridge.py words --dest=/tmp/ou_words --threads=1 --progress=False
+    # ... with --source=llm-table (the VLM LLM's embedding table) or --source=table-llm (the word table read
+    # through the VLM's trainable Qwen2 layers): the links between the word route and the VLM route
     # stage 1 (OpenUni's first stage): VLM -> meta-queries -> connector drive the FROZEN stage-0 DiT.
     #   --distill=0: flow loss only, through reca_nb's train() loop (I2T continues unless --lambda_i2t=0)
     #   --distill=W: W * MSE(DiT velocity with the bridge, with the word table) + --flow * flow loss, own loop
@@ -41,7 +43,14 @@ def word_ids(tok, prompts, drop):
 
 
 # ----------------------------------------------------------------------------- stage 0: the DiT's own words
-def patch_words(through_connector: bool):
+def patch_words(through_connector: bool, source: str = "table"):
+    """source: "table" = the DiT's own word table (N(0,1) init); "llm-table" = the VLM LLM's input-embedding
+    table instead (Qwen2 init, std 0.02; trained by the generation loss); "table-llm" = the word table read
+    through the VLM's Qwen2 layers (trainable, right-padded) -- the links between the word route and the VLM
+    route, one at a time. The two "llm" sources imply --connector=True."""
+    if source not in ("table", "llm-table", "table-llm"):
+        raise SystemExit(f"--source must be table, llm-table or table-llm, got {source!r}")
+    through_connector = through_connector or source != "table"
     init, groups = ou.OpenUniMini.__init__, ou.OpenUniMini.parameter_groups
 
     def __init__(self, *a, **k):
@@ -51,8 +60,15 @@ def patch_words(through_connector: bool):
     def condition(self, prompts, cond=None, drop=None, return_mask=False):
         drop = torch.zeros(len(prompts), dtype=torch.bool) if drop is None else drop.bool().cpu()
         ids, mask = word_ids(self.tok, prompts, drop)
-        h = self.emb_direct(ids.to(self.device))
-        mask = mask.to(self.device)
+        ids, mask = ids.to(self.device), mask.to(self.device)
+        if source == "llm-table":
+            h = self.llm.get_input_embeddings()(ids)
+        elif source == "table-llm":
+            pos = (mask.cumsum(1) - 1).clamp(min=0)
+            h = self.llm.model(inputs_embeds=self.emb_direct(ids), attention_mask=mask,
+                               position_ids=pos).last_hidden_state
+        else:
+            h = self.emb_direct(ids)
         if through_connector:
             linear, encoder = self.connector
             h = encoder(linear(h), src_key_padding_mask=~mask.bool())
@@ -207,7 +223,7 @@ def main(argv):
     elif "threads" in args:  # the own-loop modes set threads here and take no pretrain flags
         args.pop("threads")
     if mode == "words":
-        patch_words(bool(args.pop("connector", False)))
+        patch_words(bool(args.pop("connector", False)), str(args.pop("source", "table")))
         from reca_nb import pretrain
 
         return pretrain.main(["--arch=openuni"] + [f"--{k}={v}" for k, v in args.items()])
