@@ -68,7 +68,7 @@ class Recipe:
     log_every: int = 10  # one history row per N steps (losses averaged over the window)
     collapse_stop: bool = False  # stop early when the collapse monitor fires (reca_nb.collapse)
     collapse_threshold: float = 0.05  # collapse when RecA loss / reference falls below this
-    device: str = "auto"  # "auto" (accelerate picks), "cpu" or "cuda"
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # "auto" (accelerate picks), "cpu" or "cuda"
 
     def __post_init__(self):
         check_choices(self)
@@ -80,8 +80,6 @@ class Recipe:
             raise ValueError("Recipe.batch, log_every and keep_ckpts must be positive")
         if min(self.lambda_reca, self.lambda_i2t, self.lambda_t2i, self.i2t_ratio, self.blur_sigma) < 0:
             raise ValueError("lambdas, i2t_ratio and blur_sigma must be >= 0")
-        if self.device not in ("auto", "cpu", "cuda"):
-            raise ValueError(f"Recipe.device must be 'auto', 'cpu' or 'cuda', got {self.device!r}")
 
     # --- derived ---------------------------------------------------------------------------------------
     @property

@@ -34,23 +34,24 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import PhiConfig, PhiModel
 
+from .config import check_choices
 from .text import tokenizer
 from .umm import UMM
 from .vq import load_vq
 
-VARIANTS = ("vq", "clip")
 TYPE_TEXT, TYPE_UND, TYPE_GEN = 0, 1, 2
 
 
 @dataclass
 class ShowOConfig:
-    variant: str = "clip"  # "clip" (frozen semantic encoder + mm_projector) | "vq" (und = VQ tokens)
+    variant: Literal["vq", "clip"] = "clip"  # frozen semantic encoder + mm_projector | und = VQ tokens
     image_size: int = 32  # generation resolution; image_size/4 squared tokens
     und_size: int = 32  # native understanding resolution (before any RecA bottleneck)
     d_model: int = 128
@@ -68,6 +69,9 @@ class ShowOConfig:
     sample_temperature: float = 1.0  # softmax temperature of the token draws
     mask_temperature: float = 4.5  # randomness of the re-masking choice, annealed to 0 (MaskGIT)
     seed: int = 0  # weight init seed
+
+    def __post_init__(self):
+        check_choices(self)
 
 
 def _check_images(images, size: int | None, what: str) -> torch.Tensor:
@@ -97,8 +101,6 @@ class ShowO(UMM):
     def __init__(self, config: ShowOConfig | None = None):
         super().__init__()
         c = config or ShowOConfig()
-        if c.variant not in VARIANTS:
-            raise ValueError(f"ShowOConfig.variant must be one of {VARIANTS}, got {c.variant!r}")
         if c.image_size % 4 or c.und_size % 4:
             raise ValueError(f"image_size and und_size must be multiples of 4 (VQ patch), got "
                              f"{c.image_size}, {c.und_size}")
