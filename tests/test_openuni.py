@@ -316,8 +316,9 @@ def test_bridge_research_script_runs(tmp_path):
     env = {**os.environ, "RECA_NB_HOME": str(tmp_path / "home"), "HF_HUB_OFFLINE": "1"}
     run = lambda *a: subprocess.run([sys.executable, str(REPO_ROOT / "tools" / "openuni_bridge.py"), *a],  # noqa
                                     cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
-    words = run("words", "--source=table-llm", f"--dest={tmp_path / 'w'}", f"--out={tmp_path / 'wr'}", "--steps=2", "--batch=4",
-                "--n_t2i_pairs=16", "--n_images=32", "--eval=False", "--progress=False", "--save_every=0")
+    words = run("words", "--source=table-llm", f"--dest={tmp_path / 'w'}", f"--out={tmp_path / 'wr'}",
+                "--steps=2", "--batch=4", "--n_t2i_pairs=16", "--n_images=32", "--eval=False", "--progress=False",
+                "--save_every=0")
     assert words.returncode == 0, words.stderr[-2000:]
     ckpt = tmp_path / "w" / "openuni.safetensors"
     from safetensors.torch import load_file
