@@ -12,22 +12,27 @@ T2I feeds the prompt only; RecA (paper Sec. 3, official `image2image_loss`) feed
 of the image (projected CLIP tokens, as InternVL's pixel-shuffled ViT features) followed by a prompt template.
 Understanding is decoupled: the VLM (CLIP -> projector -> tiny Qwen2 LLM) captions images (I2T) and is frozen
 during RecA (practice 3, lambda_i2t = 0). Gradients of the generation loss pass *through* the VLM to reach the
-queries, but never update VLM weights (`vlm_gen_grad=False`, as OpenUni's `freeze_lmm=True`), so a joint
-pretraining stage (I2T trains the VLM, T2I trains queries + connector + DiT) keeps the two halves decoupled.
+queries, but never update VLM weights (`vlm_gen_grad=False`, as OpenUni's `freeze_lmm=True`).
 
-Miniature training detail: the DiT's cross-attention output layers start at zero, so at step 0 the condition
-does not move the velocity. Measured without it (8 prompt/image pairs, T2I only): within 25 steps the meta-query
-outputs became the same for every prompt (relative spread 0.41 -> 0.02), since a random condition only adds
-variance to a from-scratch DiT. With it the spread survives (0.26 after 100 steps). Real OpenUni starts from a
-pretrained SANA that already reads its conditions. This alone did NOT give a usable base: see data/README.md
-(T2I still at chance; the prompt moves the flow loss ~10 % vs ~48 % for the BAGEL mini).
+How the base is made (`pretrain_stages`, run by `python -m reca_nb.pretrain --arch=openuni`), as the real
+model is: OpenUni starts from a SANA that was pretrained with its OWN text encoder and from a pretrained VLM.
+  stage "sana"    the DiT learns T2I reading the prompt through `text_encoder` (one learned vector per word, the
+                  stand-in for SANA's Gemma), while the VLM learns I2T; the meta-queries are not used
+  stage "bridge"  OpenUni's stage 1: VLM and DiT frozen, the meta-queries + connector learn the flow loss
+RecA then trains meta-queries + connector + DiT (the VLM stays frozen, practice 3). Training the DiT from
+scratch through the frozen VLM's queries (one stage) stayed near chance: the prompt moved the flow loss by 39 %,
+yet the samples followed the number of objects, not their shape or colour (GenEval-mini 0.15). data/README.md has the measurements.
 
-Second miniature aid (`connector_norm="batch"`): the VLM's hidden states share a large common component, so
-different prompts give nearly parallel conditions. A `BatchNorm1d` without affine (running statistics at
-sampling) standardises each feature before the connector. Measured on the same 8-pair test (pixel MSE of samples
-vs own / other prompts' targets, 300 steps): meta-queries 0.060 / 0.092 without it, 0.029 / 0.116 with it
-(prompt-token embeddings fed straight into the DiT: 0.014 / 0.104). A full 1200-step pretrain with it is still at
-chance (GenEval-mini 0.15; prompt gap 9.8 %, 16.7 % with connector_input="all"): data/README.md.
+Two miniature aids, both measured (data/README.md):
+  * The VLM's LM head is NOT tied to its input embeddings (`llm_tie_embeddings=False`, as in Qwen2.5-7B and
+    larger). Tied, the captioning softmax pushed every word that captions never use ("a", "two",
+    "three", "above", "below", plurals) to one shared direction (cosine 0.99 between them in a 1200-step
+    base), so the frozen VLM could not tell "two squares" from "three squares"; a bridge then plateaued at
+    GenEval-mini 0.33 (distillation loss floor 0.015-0.02; untied 0.002-0.003).
+  * The DiT's cross-attention output layers start at zero (a random condition only adds variance to a fresh
+    DiT: the meta-query outputs became the same for every prompt within 25 steps), and `connector_norm="batch"`
+    standardises each feature of the VLM's hidden states (no affine; running statistics at sampling), which
+    share a large common component.
 
 Parts that are frozen and shared with the other miniatures are loaded, not owned: the CLIP vision tower
 (`reca_nb.clip.load_clip`) and the latent autoencoder (`reca_nb.autoencoder.load_ae`). They are never
@@ -63,6 +68,7 @@ class OpenUniMiniConfig:
     llm_kv_heads: int = 2
     llm_ffn: int = 256
     max_positions: int = 256
+    llm_tie_embeddings: bool = False  # tied, the captioning head merges the prompt-only words (docstring)
     # generation: meta-queries -> connector -> Sana DiT
     num_queries: int = 16  # OpenUni: 256 queries for a 16x16 latent; here 16 for 8x8
     connector_layers: int = 2  # OpenUni: 6-layer ConnectorEncoder
@@ -75,6 +81,9 @@ class OpenUniMiniConfig:
     dit_mlp_ratio: float = 2.5
     dit_self_attn: Literal["linear", "softmax"] = "linear"  # Sana's linear attention | SanaAttnProcessor2_0
     vlm_gen_grad: bool = False  # let the generation loss update VLM weights (OpenUni: no, freeze_lmm=True)
+    # pretraining stages (class docstring): SANA's own text encoder first, then the meta-query bridge
+    text_route: Literal["meta_queries", "text_encoder"] = "meta_queries"  # OpenUni | SANA pretraining
+    freeze_dit: bool = False  # OpenUni stage 1: the pretrained DiT is frozen, meta-queries + connector learn
     # flow matching
     cfg_drop: float = 0.1  # probability of training a sample unconditionally (for classifier-free guidance)
     sample_steps: int = 16  # Euler steps of FlowMatchEulerDiscreteScheduler
@@ -88,6 +97,10 @@ class OpenUniMiniConfig:
 class OpenUniMini(PrefixLMCaptioner, UMM):
     arch = "openuni"
     config_cls = OpenUniMiniConfig
+    # how the base is made (class docstring): SANA pretraining with its own text encoder while the VLM learns
+    # I2T, then OpenUni's stage 1 (frozen VLM, frozen DiT; meta-queries + connector learn the flow loss)
+    pretrain_stages = (("sana", {"text_route": "text_encoder"}, {}),
+                       ("bridge", {"freeze_dit": True}, {"lambda_i2t": 0.0, "freeze": "understanding"}))
 
     def __init__(self, config: OpenUniMiniConfig | None = None, clip=None, ae=None):
         super().__init__()
@@ -113,7 +126,7 @@ class OpenUniMini(PrefixLMCaptioner, UMM):
             vocab_size=cfg.vocab_size, hidden_size=d, intermediate_size=cfg.llm_ffn,
             num_hidden_layers=cfg.llm_layers, num_attention_heads=cfg.llm_heads,
             num_key_value_heads=cfg.llm_kv_heads, max_position_embeddings=cfg.max_positions,
-            tie_word_embeddings=True, pad_token_id=self.tok.pad_id, bos_token_id=self.tok.bos_id,
+            tie_word_embeddings=cfg.llm_tie_embeddings, pad_token_id=self.tok.pad_id, bos_token_id=self.tok.bos_id,
             eos_token_id=self.tok.eos_id))
         self.llm.config.use_cache = False
 
@@ -128,6 +141,9 @@ class OpenUniMini(PrefixLMCaptioner, UMM):
             nn.Linear(d, d),
             nn.TransformerEncoder(layer, cfg.connector_layers, norm=nn.LayerNorm(d),
                                   enable_nested_tensor=False))
+        # SANA's own text encoder in miniature (Gemma-2B in SANA): one learned vector per word, read only
+        # with text_route="text_encoder" (pretraining stage "sana"); OpenUni replaces it by the VLM route
+        self.text_encoder = nn.Embedding(cfg.vocab_size, d)
         inner = cfg.dit_heads * cfg.dit_head_dim
         self.dit = SanaTransformer2DModel(
             in_channels=cfg.latent_channels, out_channels=cfg.latent_channels,
@@ -240,6 +256,8 @@ class OpenUniMini(PrefixLMCaptioner, UMM):
         seqs = [[] if dk else self.tok.encode(p) for p, dk in zip(prompts, drop.tolist())]
         L = max(1, max(len(s) for s in seqs))
         ids = torch.tensor([[self.tok.pad_id] * (L - len(s)) + s for s in seqs], dtype=torch.long)  # (B, L)
+        if self.config.text_route == "text_encoder":
+            return self._text_encoder_condition(ids, cond, return_mask)
         keep = (~drop).long().to(self.device)[:, None]
         parts = [self._special("<t2i>", B, frozen)]
         masks = [torch.ones(B, 1, dtype=torch.long, device=self.device)]
@@ -266,6 +284,16 @@ class OpenUniMini(PrefixLMCaptioner, UMM):
         h = h.masked_scatter(valid[..., None], self.hidden_norm(h[valid]))
         linear, encoder = self.connector
         ctx = encoder(linear(h), src_key_padding_mask=~valid) * mask[..., None]  # padding: exact zeros
+        return (ctx, mask) if return_mask else ctx
+
+    def _text_encoder_condition(self, ids: torch.Tensor, cond, return_mask: bool):
+        """SANA's own route: [<t2i>] prompt through the word table -> (B, 1 + L, d); padding is masked out."""
+        if cond is not None:
+            raise ValueError("text_route='text_encoder' reads prompts only (SANA pretraining); RecA's image "
+                             "condition needs text_route='meta_queries'")
+        ids = torch.cat([torch.full((ids.shape[0], 1), self.tok.stoi["<t2i>"]), ids], dim=1).to(self.device)
+        mask = (ids != self.tok.pad_id).long()
+        ctx = self.text_encoder(ids) * mask[..., None]
         return (ctx, mask) if return_mask else ctx
 
     # ------------------------------------------------------------------ flow matching on AE latents
@@ -325,5 +353,9 @@ class OpenUniMini(PrefixLMCaptioner, UMM):
     def parameter_groups(self) -> dict:
         names = [n for n, _ in self.named_parameters()]
         und = [n for n in names if n.startswith(("projector.", "llm."))]
-        gen = [n for n in names if n == "queries" or n.startswith(("connector.", "dit."))]
-        return {"understanding": und, "generation": gen, "shared": [], "frozen": []}
+        gen = [n for n in names if n == "queries" or n.startswith(("connector.", "dit.", "text_encoder."))]
+        # the text encoder learns only while it is the route; the DiT is frozen in OpenUni's stage 1
+        off = [n for n in gen if (n.startswith("text_encoder.") and self.config.text_route != "text_encoder")
+               or (n.startswith("dit.") and self.config.freeze_dit)]
+        gen = [n for n in gen if n not in off]
+        return {"understanding": und, "generation": gen, "shared": [], "frozen": off}

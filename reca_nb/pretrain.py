@@ -6,6 +6,12 @@ no RecA term (preset "pretrain"), through the very same `train()` loop. Then Gen
 data/checkpoints/<arch>.safetensors and a data/checkpoints/MANIFEST.json entry (sha256, size, params, scores,
 recipe, command, wall time).
 
+A model class may split pretraining into stages (`UMM.pretrain_stages`): OpenUni first pretrains its DiT
+through SANA's own text encoder while the VLM learns I2T ("sana"), then trains only the meta-queries and the
+connector onto the frozen DiT and VLM ("bridge", OpenUni's stage 1). Each stage has its own run dir
+(<out>/<stage>) and resumes on its own; recipe flags given here apply to every stage, under the stage's own
+overrides.
+
     python -m reca_nb.pretrain --arch=showo-clip                    # what `make data` runs per arch
     python -m reca_nb.pretrain --arch=janus --steps=600 --model.d_model=96 --dest=/tmp/ckpts --eval=False
 """
@@ -15,7 +21,7 @@ import hashlib
 import json
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -77,8 +83,18 @@ def main(argv=None):
 
     t0 = time.time()
     progress = cli.get("progress", True) is not False
-    history = train(model, recipe, out_dir=out, resume="latest" if cli.get("resume") else None,
-                    progress=progress)
+    stages = type(model).pretrain_stages  # (name, config fields for the stage, recipe overrides)
+    history = []
+    for name, fields, overrides in stages:
+        if len(stages) > 1:
+            print(f"stage {name}: model {fields or 'as built'}, recipe {overrides or 'as given'}")
+        saved = {k: getattr(model.config, k) for k in fields}
+        model.config.__dict__.update(fields)  # for this stage only
+        try:
+            history += train(model, replace(recipe, **overrides), out_dir=out / name if len(stages) > 1 else out,
+                             resume="latest" if cli.get("resume") else None, progress=progress)
+        finally:
+            model.config.__dict__.update(saved)
     wall = time.time() - t0
     t0 = time.time()
     scores = evaluate(model, arch, progress) if cli.get("eval", True) is not False else {}
@@ -95,6 +111,7 @@ def main(argv=None):
         "file": path.name, "sha256": sha256(path), "bytes": path.stat().st_size, "params": n_params,
         "model_class": type(model).__name__, "model_config": asdict(model.config), "scores": scores,
         "final_losses": {k: v for k, v in last[0].items() if k.startswith("loss")}, "recipe": asdict(recipe),
+        "stages": [{"name": n, "model": f, "recipe": o} for n, f, o in stages],
         "command": command, "wall_s": round(wall, 1), "eval_s": round(eval_s, 1), "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -34,6 +34,9 @@ class UMM(nn.Module):
     arch: str = "umm"  # registry name, e.g. "showo-clip" (may be set per instance from the config)
     arches: tuple = ()  # registry names a checkpoint of this class may carry; default (arch,)
     config_cls = None  # dataclass of the model's hyper-parameters; instances live in self.config
+    # `python -m reca_nb.pretrain` runs these stages in order: (name, config fields set for the stage only,
+    # recipe overrides). One stage by default; OpenUni has two (a pretrained DiT first, then the bridge).
+    pretrain_stages: tuple = (("pretrain", {}, {}),)
 
     # --- the interface -----------------------------------------------------------------------------
     @abstractmethod

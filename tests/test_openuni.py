@@ -327,3 +327,62 @@ def test_bridge_research_script_runs(tmp_path):
     bridge = run("bridge", f"--init={ckpt}", "--distill=1", "--steps=2", "--batch=4", "--eval=False")
     assert bridge.returncode == 0, bridge.stderr[-2000:]
 
+
+
+def test_text_encoder_route(batch):
+    """Pretraining stage "sana": the DiT reads the prompt through its own word table, not the VLM."""
+    img, und, prompts, _ = batch
+    m = tiny(text_route="text_encoder")
+    ctx, mask = m.condition(prompts[:2] + [""], drop=torch.tensor([False, False, True]), return_mask=True)
+    n_words = [1 + len(m.tok.encode(p)) for p in prompts[:2]]  # <t2i> + the prompt
+    assert mask.sum(1).tolist() == n_words + [1] and ctx.shape == (3, max(n_words), 64)
+    torch.testing.assert_close(ctx[2][mask[2].bool()], m.text_encoder.weight[[m.tok.stoi["<t2i>"]]])
+    assert (ctx[~mask.bool()] == 0).all()
+    _wake_cross_attention(m)  # zero-initialised: no gradient reaches the condition before the first step
+    m.generation_loss(img[:4], prompts[:4]).backward()
+    assert m.text_encoder.weight.grad.abs().sum() > 0 and m.queries.grad is None  # the VLM route is unused
+    with pytest.raises(ValueError, match="meta_queries"):
+        m.condition(prompts[:2], cond=m.understanding_embedding(und[:2]))
+    # groups: the word table learns only while it is the route; freeze_dit moves the DiT to "frozen"
+    g = m.parameter_groups()
+    assert "text_encoder.weight" in g["generation"] and not any(n.startswith("dit.") for n in g["frozen"])
+    g = tiny(freeze_dit=True).parameter_groups()
+    assert "text_encoder.weight" in g["frozen"] and any(n.startswith("dit.") for n in g["frozen"])
+    assert not any(n.startswith("dit.") for n in g["generation"]) and "queries" in g["generation"]
+
+
+def test_untied_lm_head_keeps_prompt_only_words_apart():
+    """Tied, the captioning softmax pushed every word that captions never use ("two", "three", "above", ...)
+    to one shared direction (cosine 0.99 in a 1200-step base), so a frozen VLM could not tell them apart."""
+    def tied(m):
+        return m.llm.get_output_embeddings().weight.data_ptr() == m.llm.get_input_embeddings().weight.data_ptr()
+
+    assert not tied(tiny()) and tied(tiny(llm_tie_embeddings=True))
+
+
+def test_pretrain_runs_sana_then_bridge(tmp_path):
+    """`python -m reca_nb.pretrain --arch=openuni`: stage "sana" trains the DiT (own text encoder) and the VLM
+    (I2T); stage "bridge" trains only the meta-queries and connector, DiT and VLM untouched."""
+    import json
+
+    from safetensors.torch import load_file
+
+    from reca_nb import pretrain
+
+    tiny_flags = [f"--model.{k}={v}" for k, v in TINY.items() if k != "clip_width"]
+    entry = pretrain.main(["--arch=openuni", "--steps=2", "--batch=4", "--n_images=32", "--n_t2i_pairs=8",
+                           "--save_every=0", f"--dest={tmp_path / 'ck'}", f"--out={tmp_path / 'run'}",
+                           "--eval=False", "--progress=False"] + tiny_flags)
+    sana = load_file(tmp_path / "run" / "sana" / "model.safetensors")
+    final = load_file(tmp_path / "ck" / "openuni.safetensors")
+    hist = {n: json.loads((tmp_path / "run" / n / "history.json").read_text()) for n in ("sana", "bridge")}
+    terms = {n: {k for r in h for k in r if k.startswith("loss_")} for n, h in hist.items()}
+    assert terms == {"sana": {"loss_t2i", "loss_i2t"}, "bridge": {"loss_t2i"}}  # the VLM learns I2T in "sana"
+    for k, v in final.items():
+        if k.startswith(("dit.", "llm.", "projector.", "text_encoder.")):
+            torch.testing.assert_close(v, sana[k], rtol=0, atol=0)  # the bridge stage left them alone
+        if k.startswith(("queries", "connector.")):
+            assert not torch.equal(v, sana[k]), k  # ...and trained these
+    assert [s["name"] for s in entry["stages"]] == ["sana", "bridge"]
+    cfg = json.loads((tmp_path / "ck" / "MANIFEST.json").read_text())["openuni"]["model_config"]
+    assert cfg["text_route"] == "meta_queries" and cfg["freeze_dit"] is False  # stage settings not saved
