@@ -135,7 +135,8 @@ assert by[("claim2", "showo-vq", "reca_ratio", "reca")]["verdict"] == "reproduce
 #   the overall effect is +0.04 ± 0.04, inconclusive, but position (+0.11) and colour attribution (+0.08) — the
 #   categories where the paper reports its largest gains — improve beyond noise (per-category table in
 #   `results/claims.md`).
-# - **Not tested**: Harmon and OpenUni — their miniature bases never learned T2I above chance (data/README.md).
+# - **Not tested**: Harmon — its miniature base never learned T2I above chance (data/README.md); OpenUni — its
+#   base is newer than `results/claims.md` (rerun `python -m reca_nb.reproduce` to add it).
 #
 # The likely reason for the negative headline is the miniature itself: a 1–2 M-parameter model with a few
 # thousand training images has little "semantic" headroom for RecA to align, and 400 steps at a miniature
