@@ -117,8 +117,8 @@ for arch in ARCHS:
 
 # %% [markdown]
 # Measured here (60 steps at lr 2e-3, 60 scenes): BAGEL I2T exact 1.00 frozen vs **0.00** unfrozen; OpenUni
-# 0.98 frozen (= its base) vs **0.00** unfrozen. At the
-# preset's lr 5e-4 and 200 steps over 3 seeds the unfrozen arm keeps 0.54 (claim 4 in `results/claims.md`).
+# 0.98 frozen (= its base) vs **0.00** unfrozen. At the preset's lr 5e-4 and 200 steps over 3 seeds BAGEL's
+# unfrozen arm keeps 0.54 (claim 4 in `results/claims.md`).
 
 # %%
 plotting.plot_history(results[(ARCHS[0], "understanding")][2], keys=["loss_reca"],
