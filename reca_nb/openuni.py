@@ -21,14 +21,15 @@ model is: OpenUni starts from a SANA that was pretrained with its OWN text encod
   stage "bridge"  OpenUni's stage 1: VLM and DiT frozen, the meta-queries + connector learn the flow loss
 RecA then trains meta-queries + connector + DiT (the VLM stays frozen, practice 3). Training the DiT from
 scratch through the frozen VLM's queries (one stage) stayed near chance: the prompt moved the flow loss by 39 %,
-yet the samples followed the number of objects, not their shape or colour (GenEval-mini 0.15). data/README.md has the measurements.
+yet the samples followed the number of objects, not their shape or colour (GenEval-mini 0.15). The measurements
+are in data/README.md.
 
 Two miniature aids, both measured (data/README.md):
   * The VLM's LM head is NOT tied to its input embeddings (`llm_tie_embeddings=False`, as in Qwen2.5-7B and
     larger). Tied, the captioning softmax pushed every word that captions never use ("a", "two",
     "three", "above", "below", plurals) to one shared direction (cosine 0.99 between them in a 1200-step
     base), so the frozen VLM could not tell "two squares" from "three squares"; a bridge then plateaued at
-    GenEval-mini 0.33 (distillation loss floor 0.015-0.02; untied 0.002-0.003).
+    GenEval-mini 0.33 (distillation loss floor 0.015-0.02; untied 0.001-0.003).
   * The DiT's cross-attention output layers start at zero (a random condition only adds variance to a fresh
     DiT: the meta-query outputs became the same for every prompt within 25 steps), and `connector_norm="batch"`
     standardises each feature of the VLM's hidden states (no affine; running statistics at sampling), which
