@@ -328,7 +328,6 @@ def test_bridge_research_script_runs(tmp_path):
     assert bridge.returncode == 0, bridge.stderr[-2000:]
 
 
-
 def test_text_encoder_route(batch):
     """Pretraining stage "sana": the DiT reads the prompt through its own word table, not the VLM."""
     img, und, prompts, _ = batch
