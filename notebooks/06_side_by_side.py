@@ -68,7 +68,7 @@ for arch in archs.ARCHS:
 
 # %%
 shipped = [a for a in archs.ARCHS if archs.base_path(a).exists()]
-assert len(shipped) >= 5 and set(SHARED) | set(DECOUPLED) == set(archs.ARCHS)
+assert len(shipped) == 6 and set(SHARED) | set(DECOUPLED) == set(archs.ARCHS)
 
 # %% [markdown]
 # The same six prompts through every shipped base (one sampling seed):

@@ -32,8 +32,13 @@ Harmon's reconstruction data), which trains the unconditional branch used by CFG
 
 Miniature choices (each a well-kept library class where one fits):
   * latents: the frozen shared `reca_nb.autoencoder.load_ae()` (diffusers AutoencoderKL, f=4): 32 px ->
-    (4, 8, 8) = 64 tokens of dim 4 (Harmon: KL-16, 16 channels, patch 1). Not an nn.Parameter of this module.
-  * LLM: a tiny `transformers.Qwen2ForCausalLM` (Harmon's family) from a config, fed `inputs_embeds`. For
+    (4, 8, 8), patchified 2x2 as MAR does for a KL-8 VAE -> 16 tokens of dim 16 (Harmon: KL-16, 16 channels,
+    patch 1). A shape-world object is centred in one 16 px cell, so it spans 2x2 tokens; with patch 1 it spans
+    ~3x3 tokens of dim 4 and the samples fell apart into fragments (data/README.md, "Harmon"). Not an
+    nn.Parameter of this module.
+  * LLM: a tiny `transformers.Qwen2ForCausalLM` (Harmon's family) from a config, fed `inputs_embeds`, its LM
+    head untied, and prompt words and image tokens entering it on one scale (`llm_input_std`; both reasons
+    are measured in data/README.md). For
     generation it gets a 4D additive mask: causal over the text, and over the image tokens either
     bidirectional (`image_attn="bidirectional"`, default) or causal (`"causal"`, what Harmon's flash-attention
     LLM does; that is why Harmon moves the buffer tokens to the END of the image tokens, so they see all of
@@ -55,9 +60,13 @@ Miniature choices (each a well-kept library class where one fits):
     most.
   * dropout 0 (MAR uses 0.1); no EMA.
 
-Known behaviour: the per-token diffusion loss learns *text* conditioning slowly (MAR trains for hundreds of
-epochs). T2I-only on 400 pairs, batch 32: the loss gap between right and shuffled prompts is 0.000 at step
-100, +0.002 at 200 and +0.005 at 300 (loss ~0.22), while captions (I2T) are exact after ~300 steps.
+How the base is made (`pretrain_stages`, run by `python -m reca_nb.pretrain --arch=harmon`): the real Harmon
+starts from a Qwen2.5 that already reads text and a pretrained MAR; the mini's LLM starts from nothing.
+  stage "t2i"    T2I alone (1200 steps): the whole model learns to generate from the prompt through the LLM
+  stage "joint"  T2I + I2T 1:1 (1200 steps): the LLM also learns to caption; T2I keeps working
+Trained jointly from the start (one stage), T2I stayed at chance (GenEval-mini 0.15-0.23) while captions were
+exact: the I2T loss shapes the shared LLM long before the per-token diffusion loss finds the prompt. The
+measurements are in data/README.md ("Harmon: what made the base").
 """
 from __future__ import annotations
 
@@ -82,8 +91,10 @@ class HarmonMiniConfig:
     image_size: int = 32  # generation resolution (Harmon: 512)
     und_size: int = 32  # native understanding resolution (Harmon: input = output = 512)
     vocab_size: int = 0  # 0 -> len(text.tokenizer()) when built; stored so checkpoints stay consistent
-    latent_channels: int = 4  # of the shared autoencoder (load_ae); token dim (MAR patch size 1)
-    ae_factor: int = 4  # its spatial down-sampling: 32 px -> 8x8 = 64 latent tokens
+    latent_channels: int = 4  # of the shared autoencoder (load_ae)
+    ae_factor: int = 4  # its spatial down-sampling: 32 px -> 8x8 latents
+    patch_size: int = 2  # MAR's patchify: p x p latents -> one token of C*p*p dims (MAR KL-8: p=2; Harmon KL-16:
+    #                      p=1). 2 -> 16 tokens of 16 dims per 32 px image
     # MAR encoder / decoder (Harmon-0.5B: MAR-B, 12 + 12 layers of width 768; 64 buffers for 1024 latents)
     buffer_size: int = 4
     enc_dim: int = 96
@@ -100,6 +111,10 @@ class HarmonMiniConfig:
     llm_kv_heads: int = 2
     llm_ffn: int = 256
     max_positions: int = 256
+    llm_embed_std: float = 1.0  # init std of the LLM's word embeddings (Qwen2: 0.02), see __init__
+    llm_tie_embeddings: bool = False  # Qwen2.5-0.5B ties; a mini LLM never pretrained on text must not (see
+    #                                   data/README.md, "OpenUni": the 14-word caption softmax merges every
+    #                                   prompt-only word when the LM head is the input table)
     image_attn: Literal["bidirectional", "causal"] = "bidirectional"  # among image tokens in the LLM; Harmon: causal
     # diffusion head (Harmon-0.5B: 6 blocks of width 1024)
     diff_width: int = 128
@@ -207,6 +222,9 @@ class DiffusionHead(nn.Module):
 class HarmonMini(PrefixLMCaptioner, UMM):
     arch = "harmon"
     config_cls = HarmonMiniConfig
+    # how the base is made (module docstring): T2I alone first, so the prompt route through the LLM forms
+    # before the LLM also learns to caption; then T2I + I2T together
+    pretrain_stages = (("t2i", {}, {"lambda_i2t": 0.0}), ("joint", {}, {}))
 
     def __init__(self, config: HarmonMiniConfig | None = None, ae=None):
         super().__init__()
@@ -221,16 +239,18 @@ class HarmonMini(PrefixLMCaptioner, UMM):
             raise ValueError(f"this HarmonMini was built for a {c.vocab_size}-word vocabulary but the "
                              f"tokenizer now has {len(self.tok)} words (data/prompts/reca_templates.txt "
                              "changed?); rebuild it with `python -m reca_nb.pretrain --arch=harmon`")
-        if c.image_size % c.ae_factor or c.und_size % c.ae_factor:
-            raise ValueError(f"image_size {c.image_size} and und_size {c.und_size} must be multiples of the "
-                             f"AE factor {c.ae_factor}")
+        f = c.ae_factor * c.patch_size
+        if c.image_size % f or c.und_size % f:
+            raise ValueError(f"image_size {c.image_size} and und_size {c.und_size} must be multiples of "
+                             f"{f} (AE factor {c.ae_factor} x patch size {c.patch_size})")
         if not 0.0 < c.mask_ratio_min <= 1.0:
             raise ValueError(f"mask_ratio_min must be in (0, 1], got {c.mask_ratio_min}")
         self.config = c
         self._frozen = {"ae": ae, "ae_device": None}  # a dict, so nn.Module does not register the AE
-        self.side = c.image_size // c.ae_factor  # latent grid side of a generated image (8)
-        self.seq_len = self.side ** 2  # 64 image tokens
-        C, E, D, nb = c.latent_channels, c.enc_dim, c.dec_dim, c.buffer_size
+        self.side = c.image_size // (c.ae_factor * c.patch_size)  # token grid side of a generated image (4)
+        self.seq_len = self.side ** 2  # 16 image tokens
+        self.token_dim = c.latent_channels * c.patch_size ** 2  # 16
+        C, E, D, nb = self.token_dim, c.enc_dim, c.dec_dim, c.buffer_size
 
         with torch.random.fork_rng():
             torch.manual_seed(c.seed)
@@ -263,9 +283,17 @@ class HarmonMini(PrefixLMCaptioner, UMM):
                 vocab_size=c.vocab_size, hidden_size=c.d_llm, intermediate_size=c.llm_ffn,
                 num_hidden_layers=c.llm_layers, num_attention_heads=c.llm_heads,
                 num_key_value_heads=c.llm_kv_heads, max_position_embeddings=c.max_positions,
-                tie_word_embeddings=True, pad_token_id=self.tok.pad_id, bos_token_id=self.tok.bos_id,
+                tie_word_embeddings=c.llm_tie_embeddings, pad_token_id=self.tok.pad_id, bos_token_id=self.tok.bos_id,
                 eos_token_id=self.tok.eos_id))
             self.llm.config.use_cache = False
+            # Prompt words and image tokens enter the LLM on one scale. With proj_in xavier-initialised, the
+            # image tokens were ~50x larger than Qwen2's 0.02 word embeddings; a token whose own residual
+            # stream is that large barely moves with what it attends to, so the prompt never reached the
+            # image tokens. Word embeddings at std 1 instead fixed T2I alone but slowed I2T the same way
+            # (captions reading the image). Measured in data/README.md ("Harmon").
+            emb = self.llm.get_input_embeddings().weight
+            nn.init.normal_(emb, std=c.llm_embed_std)
+            emb.data[self.tok.pad_id] = 0  # the padding row stays zero (it gets no gradient)
         # the DDPM noise schedule of the head (a buffer-free config object, not state)
         self.scheduler = DDPMScheduler(num_train_timesteps=c.num_train_timesteps,
                                        beta_schedule="squaredcos_cap_v2", prediction_type=c.prediction_type,
@@ -305,7 +333,7 @@ class HarmonMini(PrefixLMCaptioner, UMM):
             raise ValueError(f"{what} must be a float tensor (B,3,H,W) in [0,1], got {shape}; "
                              "use reca_nb.images.as_image_batch to convert")
         H, W = images.shape[-2:]
-        f = self.config.ae_factor
+        f = self.config.ae_factor * self.config.patch_size
         if (size is not None and (H, W) != (size, size)) or H % f or W % f:
             want = f"{size}x{size}" if size is not None else f"a multiple of {f}"
             raise ValueError(f"{what} must be {want} pixels, got {H}x{W}")
@@ -313,16 +341,19 @@ class HarmonMini(PrefixLMCaptioner, UMM):
 
     @torch.no_grad()
     def encode_latents(self, images: torch.Tensor) -> tuple:
-        """(B, 3, H, W) -> latent tokens (B, h*w, C) row-major, and the grid (h, w)."""
-        z = self.ae.encode(images).float()  # (B, C, h, w)
-        return z.flatten(2).transpose(1, 2), tuple(z.shape[-2:])
+        """(B, 3, H, W) -> tokens (B, h*w, C*p*p) row-major (MAR's `patchify`), and the token grid (h, w)."""
+        z = self.ae.encode(images).float()  # (B, C, H/f, W/f)
+        B, C, H, W = z.shape
+        p = self.config.patch_size
+        z = z.reshape(B, C, H // p, p, W // p, p).permute(0, 2, 4, 1, 3, 5)  # (B, h, w, C, p, p)
+        return z.reshape(B, (H // p) * (W // p), C * p * p), (H // p, W // p)
 
     @torch.no_grad()
     def decode_latents(self, tokens: torch.Tensor) -> torch.Tensor:
-        """(B, side*side, C) -> images (B, 3, S, S) in [0, 1]."""
-        B = tokens.shape[0]
-        z = tokens.transpose(1, 2).reshape(B, -1, self.side, self.side)
-        return self.ae.decode(z).float().clamp(0, 1)
+        """(B, side*side, C*p*p) -> images (B, 3, S, S) in [0, 1] (MAR's `unpatchify`, then the AE)."""
+        B, p, s = tokens.shape[0], self.config.patch_size, self.side
+        z = tokens.reshape(B, s, s, -1, p, p).permute(0, 3, 1, 4, 2, 5)  # (B, C, s, p, s, p)
+        return self.ae.decode(z.reshape(B, -1, s * p, s * p)).float().clamp(0, 1)
 
     # ------------------------------------------------------------------ MAR encoder (shared)
     def mar_encode(self, tokens: torch.Tensor, mask: torch.Tensor | None = None, grid: tuple | None = None):
@@ -488,7 +519,7 @@ class HarmonMini(PrefixLMCaptioner, UMM):
         sched = DDIMScheduler.from_config(self.scheduler.config, timestep_spacing="leading")
         sched.alphas_cumprod = sched.alphas_cumprod.double()
         sched.set_timesteps(steps, device=self.device)
-        n, C = z.shape[0], self.config.latent_channels
+        n, C = z.shape[0], self.token_dim
         x = torch.randn(n, C, generator=generator, device=gen_device(generator)).to(self.device)
         for t in sched.timesteps:
             tt = t.expand(n).to(self.device)
@@ -526,7 +557,7 @@ class HarmonMini(PrefixLMCaptioner, UMM):
             prefix = torch.cat([F.pad(prefix, (0, 0, P - prefix.shape[1], 0)),
                                 F.pad(pu, (0, 0, P - pu.shape[1], 0))])
             valid = torch.cat([F.pad(valid, (P - valid.shape[1], 0)), F.pad(vu, (P - vu.shape[1], 0))])
-        tokens = torch.zeros(B, N, c.latent_channels, device=self.device)
+        tokens = torch.zeros(B, N, self.token_dim, device=self.device)
         mask = torch.ones(B, N, dtype=torch.bool, device=self.device)
         order = torch.rand(B, N, generator=generator, device=gen_device(generator)).argsort(dim=1).to(self.device)
         for step in range(iters):

@@ -34,7 +34,7 @@ class StandInAE(nn.Module):
 
 TINY = dict(buffer_size=2, enc_dim=32, enc_layers=1, enc_heads=2, dec_dim=32, dec_layers=1, dec_heads=2,
             d_llm=64, llm_layers=2, llm_heads=4, llm_kv_heads=2, llm_ffn=128, diff_width=64, diff_depth=2,
-            sample_iters=4, diffusion_steps=5)
+            sample_iters=4, diffusion_steps=5, patch_size=1)  # patch 1: 64 tokens of 4 dims (Harmon's own geometry)
 
 
 def tiny(**kw):
@@ -79,6 +79,69 @@ def test_shapes_and_finite_losses(batch):
     # a zero-initialised head predicts eps = 0, so the first diffusion loss is E[eps^2] ~ 1
     torch.manual_seed(0)
     assert 0.8 < m.generation_loss(img, prompts).item() < 1.2
+
+
+def test_patchify_is_mar_geometry(batch):
+    """The default patch size 2 (MAR with a KL-8 VAE): 2x2 latents -> one token of 16 dims, 16 per image."""
+    img, prompts, caps = batch
+    m = tiny(patch_size=2)
+    assert (m.seq_len, m.token_dim, m.side) == (16, 16, 4)
+    tok, grid = m.encode_latents(img)
+    assert tok.shape == (8, 16, 16) and grid == (4, 4)
+    lat = m.ae.encode(img)  # (8, 4, 8, 8): token (i, j) holds the 2x2 latent block at rows 2i.., cols 2j..
+    torch.testing.assert_close(tok[:, 1 * 4 + 2].reshape(8, 4, 2, 2), lat[:, :, 2:4, 4:6])
+    torch.testing.assert_close(m.decode_latents(tok), m.ae.decode(lat).clamp(0, 1))  # unpatchify inverts it
+    nb = m.config.buffer_size
+    assert m.understanding_embedding(F.interpolate(img, size=16, mode="area")).shape == (8, 4 + nb, 64)
+    with pytest.raises(ValueError, match="multiple of 8"):
+        m.understanding_embedding(F.interpolate(img, size=20, mode="area"))
+    m.train()
+    for loss in (m.generation_loss(img, prompts), m.i2t_loss(img, caps)):
+        assert torch.isfinite(loss)
+    assert m.sample(prompts[:2], generator=torch.Generator().manual_seed(0), return_latents=True).shape == (2, 16, 16)
+    with pytest.raises(ValueError, match="multiples of 8"):
+        tiny(patch_size=2, und_size=20)
+
+
+def test_llm_word_embeddings_on_the_image_token_scale_and_head_untied(batch):
+    img, _, _ = batch
+    m = tiny()
+    assert not m.llm.config.tie_word_embeddings
+    emb = m.llm.get_input_embeddings().weight
+    assert m.llm.lm_head.weight.data_ptr() != emb.data_ptr()
+    assert 0.9 < emb.std().item() < 1.1 and emb[m.tok.pad_id].abs().sum() == 0
+
+    def ratio(mod):  # rms of the prompt words / rms of the image tokens proj_in hands the LLM
+        words = mod.llm.get_input_embeddings().weight[4:]
+        return (words.pow(2).mean().sqrt() / mod.visual_features(img).pow(2).mean().sqrt()).item()
+
+    assert 0.2 < ratio(m) < 5, ratio(m)
+    qwen = tiny(llm_embed_std=0.02, llm_tie_embeddings=True)  # Qwen2's own init, tied as Qwen2.5-0.5B
+    assert ratio(qwen) < 0.1  # the prompt ~20-50x smaller than the image tokens: what kept T2I at chance
+    assert qwen.llm.lm_head.weight.data_ptr() == qwen.llm.get_input_embeddings().weight.data_ptr()
+
+
+def test_pretrain_runs_t2i_then_joint(tmp_path):
+    """`python -m reca_nb.pretrain --arch=harmon`: stage "t2i" learns generation alone, stage "joint" adds I2T;
+    the second stage starts from the first one's weights."""
+    import json
+
+    from safetensors.torch import load_file
+
+    from reca_nb import pretrain
+
+    flags = [f"--model.{k}={v}" for k, v in TINY.items()]
+    entry = pretrain.main(["--arch=harmon", "--steps=2", "--batch=4", "--n_images=32", "--n_t2i_pairs=8",
+                           "--save_every=0", f"--dest={tmp_path / 'ck'}", f"--out={tmp_path / 'run'}",
+                           "--eval=False", "--progress=False"] + flags)
+    hist = {n: json.loads((tmp_path / "run" / n / "history.json").read_text()) for n in ("t2i", "joint")}
+    terms = {n: {k for r in h for k in r if k.startswith("loss_") and r[k]} for n, h in hist.items()}
+    assert terms == {"t2i": {"loss_t2i"}, "joint": {"loss_t2i", "loss_i2t"}}, terms
+    first = load_file(tmp_path / "run" / "t2i" / "model.safetensors")
+    final = load_file(tmp_path / "ck" / "harmon.safetensors")
+    assert not torch.equal(first["llm.model.embed_tokens.weight"], final["llm.model.embed_tokens.weight"])
+    assert [s["name"] for s in entry["stages"]] == ["t2i", "joint"]
+    assert entry["recipe"]["lambda_i2t"] == 1.0  # the stage override is not what is saved
 
 
 def test_bad_inputs_raise(batch):
