@@ -23,7 +23,7 @@
 # - how to read a two-arm comparison: same base, same seed, same RecA batches, one knob changed.
 #
 # **Prerequisites**: notebooks 01–02. Paper: RecA §3.3 (Show-o / Harmon: RecA + LLaVA I2T data 1:1).
-# **Runtime**: CPU ≈ 4 min.
+# **Runtime**: CPU ≈ 2 min.
 
 # %% Colab only: fetch the repository and install it (does nothing elsewhere)
 import os
@@ -99,8 +99,8 @@ plotting.plot_bars({a: {"base": scores[(a, "base")], "RecA only": scores[(a, Fal
 
 # %% [markdown]
 # **What we measured** (2 CPU threads, 60 steps at lr 2e-3, 60 held-out scenes): Show-o CLIP 0.93 → 0.05
-# without I2T vs 0.50 with it; Janus 1.00 → 0.00 without vs 0.97 with. Mixing keeps far more understanding in
-# both — but on Show-o CLIP not all of it: at this aggressive learning rate the mixed arm still loses 0.4. (At
+# without I2T vs 0.50 with it; Janus 1.00 → 0.00 without vs 0.97 with; Harmon (1 thread) 0.95 → 0.02 without vs
+# 0.83 with. Mixing keeps far more understanding in all three — but on Show-o CLIP not all of it: at this aggressive learning rate the mixed arm still loses 0.4. (At
 # the preset's lr 5e-4 and 400 steps, 3 seeds: 0.70 with the mix vs 0.22 without, base 0.95 — claim 3 in
 # `results/claims.md`.) The cell below checks the claim we make: the mix retains at least 0.3 more exact
 # captions than RecA alone, on every shared model.

@@ -36,10 +36,10 @@ Miniature choices (each a well-kept library class where one fits):
     patch 1). A shape-world object is centred in one 16 px cell, so it spans 2x2 tokens; with patch 1 it spans
     ~3x3 tokens of dim 4 and the samples fell apart into fragments (data/README.md, "Harmon"). Not an
     nn.Parameter of this module.
-  * LLM: a tiny `transformers.Qwen2ForCausalLM` (Harmon's family) from a config, fed `inputs_embeds`, its LM
-    head untied, and prompt words and image tokens entering it on one scale (`llm_input_std`; both reasons
-    are measured in data/README.md). For
-    generation it gets a 4D additive mask: causal over the text, and over the image tokens either
+  * LLM: a tiny `transformers.Qwen2ForCausalLM` (Harmon's family) from a config, fed `inputs_embeds`. Its LM
+    head is untied, and its word embeddings start at std 1 (`llm_embed_std`; Qwen2: 0.02), the scale of the
+    image tokens proj_in hands it (both reasons are measured in data/README.md). For generation it gets a
+    4D additive mask: causal over the text, and over the image tokens either
     bidirectional (`image_attn="bidirectional"`, default) or causal (`"causal"`, what Harmon's flash-attention
     LLM does; that is why Harmon moves the buffer tokens to the END of the image tokens, so they see all of
     them, which we keep in both modes).
@@ -47,7 +47,7 @@ Miniature choices (each a well-kept library class where one fits):
     timm ViT `Block` MAR uses (pre-LN, MHSA, 4x MLP), plus a final LayerNorm; bidirectional, no mask needed
     since every row keeps the same number of visible tokens (one mask ratio per batch, as MAR). Learned
     position embeddings, bilinearly resized for other latent grids (MAR's `get_encoder_pos_embed`), so
-    understanding inputs at any resolution that is a multiple of 4 work.
+    understanding inputs at any resolution that is a multiple of 4 x patch_size (8) work.
   * diffusion head: MAR's `SimpleMLPAdaLN` (adaLN-modulated residual MLP blocks, zero-initialised modulation),
     with diffusers `Timesteps` + `TimestepEmbedding` for the time embedding, `DDPMScheduler`
     (squaredcos_cap_v2 = the cosine schedule, eps-prediction, no clipping) for `add_noise`, and a
@@ -64,9 +64,10 @@ How the base is made (`pretrain_stages`, run by `python -m reca_nb.pretrain --ar
 starts from a Qwen2.5 that already reads text and a pretrained MAR; the mini's LLM starts from nothing.
   stage "t2i"    T2I alone (1200 steps): the whole model learns to generate from the prompt through the LLM
   stage "joint"  T2I + I2T 1:1 (1200 steps): the LLM also learns to caption; T2I keeps working
-Trained jointly from the start (one stage), T2I stayed at chance (GenEval-mini 0.15-0.23) while captions were
-exact: the I2T loss shapes the shared LLM long before the per-token diffusion loss finds the prompt. The
-measurements are in data/README.md ("Harmon: what made the base").
+Trained jointly from the start (one stage), T2I stayed near chance (GenEval-mini 0.15-0.27): with Qwen2-scale
+word embeddings the prompt barely reached the image tokens; with std-1 embeddings captioning learned slowly
+(I2T exact 0.48 after 1200 steps) and T2I did not rise either. The measurements are in data/README.md
+("Harmon: what made the base").
 """
 from __future__ import annotations
 
@@ -283,14 +284,14 @@ class HarmonMini(PrefixLMCaptioner, UMM):
                 vocab_size=c.vocab_size, hidden_size=c.d_llm, intermediate_size=c.llm_ffn,
                 num_hidden_layers=c.llm_layers, num_attention_heads=c.llm_heads,
                 num_key_value_heads=c.llm_kv_heads, max_position_embeddings=c.max_positions,
-                tie_word_embeddings=c.llm_tie_embeddings, pad_token_id=self.tok.pad_id, bos_token_id=self.tok.bos_id,
-                eos_token_id=self.tok.eos_id))
+                tie_word_embeddings=c.llm_tie_embeddings, pad_token_id=self.tok.pad_id,
+                bos_token_id=self.tok.bos_id, eos_token_id=self.tok.eos_id))
             self.llm.config.use_cache = False
-            # Prompt words and image tokens enter the LLM on one scale. With proj_in xavier-initialised, the
-            # image tokens were ~50x larger than Qwen2's 0.02 word embeddings; a token whose own residual
-            # stream is that large barely moves with what it attends to, so the prompt never reached the
-            # image tokens. Word embeddings at std 1 instead fixed T2I alone but slowed I2T the same way
-            # (captions reading the image). Measured in data/README.md ("Harmon").
+            # Prompt words enter the LLM on the scale of the image tokens from proj_in (~1 per dimension). At
+            # Qwen2's 0.02 the image tokens are ~50x larger; a token whose own residual stream is that large
+            # barely moves with what it attends to, so the prompt hardly reached the image tokens (prompt gap
+            # 14-27 % vs 33-45 % at std 1, T2I alone). Trained jointly from the start, std 1 slows I2T
+            # instead: hence the T2I stage first (pretrain_stages). Measured in data/README.md ("Harmon").
             emb = self.llm.get_input_embeddings().weight
             nn.init.normal_(emb, std=c.llm_embed_std)
             emb.data[self.tok.pad_id] = 0  # the padding row stays zero (it gets no gradient)
