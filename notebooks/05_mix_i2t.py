@@ -99,11 +99,11 @@ plotting.plot_bars({a: {"base": scores[(a, "base")], "RecA only": scores[(a, Fal
 
 # %% [markdown]
 # **What we measured** (2 CPU threads, 60 steps at lr 2e-3, 60 held-out scenes): Show-o CLIP 0.93 → 0.05
-# without I2T vs 0.50 with it; Janus 1.00 → 0.00 without vs 0.97 with; Harmon (1 thread) 0.95 → 0.02 without vs
-# 0.83 with. Mixing keeps far more understanding in all three — but on Show-o CLIP not all of it: at this aggressive learning rate the mixed arm still loses 0.4. (At
-# the preset's lr 5e-4 and 400 steps, 3 seeds: 0.70 with the mix vs 0.22 without, base 0.95 — claim 3 in
-# `results/claims.md`.) The cell below checks the claim we make: the mix retains at least 0.3 more exact
-# captions than RecA alone, on every shared model.
+# without I2T vs 0.50 with it; Janus 1.00 → 0.00 without vs 0.97 with; Harmon 0.95 → 0.02 without vs 0.83
+# with. Mixing keeps far more understanding in all three — but on Show-o CLIP not all of it: at this aggressive
+# learning rate the mixed arm still loses 0.4. (At the preset's lr 5e-4 and 400 steps, 3 seeds: 0.70 with the
+# mix vs 0.22 without, base 0.95 — claim 3 in `results/claims.md`.) The cell below checks the claim we make:
+# the mix retains at least 0.3 more exact captions than RecA alone, on every shared model.
 
 # %%
 for arch in ARCHS:

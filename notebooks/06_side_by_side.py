@@ -133,9 +133,9 @@ assert by[("claim2", "showo-vq", "reca_ratio", "reca")]["verdict"] == "reproduce
 #   (0.44 vs 0.16) — the paper's "significantly improves" for Show-o.
 # - **Not reproduced**: the headline — RecA *lowers* GenEval-mini on Show-o VQ, Janus, Harmon, BAGEL and
 #   OpenUni against a no-RecA control, and SFT → RecA is below SFT alone. On the paper's main Show-o variant
-#   (CLIP features in) the overall effect is +0.04 ± 0.04, inconclusive, but position (+0.11) and colour attribution (+0.08) — the
-#   categories where the paper reports its largest gains — improve beyond noise (per-category table in
-#   `results/claims.md`).
+#   (CLIP features in) the overall effect is +0.04 ± 0.04, inconclusive, but position (+0.11) and colour
+#   attribution (+0.08) — the categories where the paper reports its largest gains — improve beyond noise
+#   (per-category table in `results/claims.md`).
 # - **Inconclusive by construction**: OpenUni's claim 4. Its sweep arm without the freeze equals the frozen
 #   one (the mini's VLM takes no generation gradient unless `vlm_gen_grad=True`; notebook 04 sets it and shows
 #   the drop).

@@ -122,8 +122,8 @@ def test_llm_word_embeddings_on_the_image_token_scale_and_head_untied(batch):
 
 
 def test_pretrain_runs_t2i_then_joint(tmp_path):
-    """`python -m reca_nb.pretrain --arch=harmon`: stage "t2i" learns generation alone, stage "joint" adds I2T;
-    the second stage starts from the first one's weights."""
+    """`python -m reca_nb.pretrain --arch=harmon`: stage "t2i" learns generation alone, then stage "joint" adds
+    I2T and trains on (the LLM's word table moves again)."""
     import json
 
     from safetensors.torch import load_file
