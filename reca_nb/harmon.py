@@ -240,15 +240,15 @@ class HarmonMini(PrefixLMCaptioner, UMM):
             raise ValueError(f"this HarmonMini was built for a {c.vocab_size}-word vocabulary but the "
                              f"tokenizer now has {len(self.tok)} words (data/prompts/reca_templates.txt "
                              "changed?); rebuild it with `python -m reca_nb.pretrain --arch=harmon`")
-        f = c.ae_factor * c.patch_size
-        if c.image_size % f or c.und_size % f:
+        self.token_px = c.ae_factor * c.patch_size  # pixels per token side (8)
+        if c.image_size % self.token_px or c.und_size % self.token_px:
             raise ValueError(f"image_size {c.image_size} and und_size {c.und_size} must be multiples of "
-                             f"{f} (AE factor {c.ae_factor} x patch size {c.patch_size})")
+                             f"{self.token_px} (AE factor {c.ae_factor} x patch size {c.patch_size})")
         if not 0.0 < c.mask_ratio_min <= 1.0:
             raise ValueError(f"mask_ratio_min must be in (0, 1], got {c.mask_ratio_min}")
         self.config = c
         self._frozen = {"ae": ae, "ae_device": None}  # a dict, so nn.Module does not register the AE
-        self.side = c.image_size // (c.ae_factor * c.patch_size)  # token grid side of a generated image (4)
+        self.side = c.image_size // self.token_px  # token grid side of a generated image (4)
         self.seq_len = self.side ** 2  # 16 image tokens
         self.token_dim = c.latent_channels * c.patch_size ** 2  # 16
         C, E, D, nb = self.token_dim, c.enc_dim, c.dec_dim, c.buffer_size
@@ -334,7 +334,7 @@ class HarmonMini(PrefixLMCaptioner, UMM):
             raise ValueError(f"{what} must be a float tensor (B,3,H,W) in [0,1], got {shape}; "
                              "use reca_nb.images.as_image_batch to convert")
         H, W = images.shape[-2:]
-        f = self.config.ae_factor * self.config.patch_size
+        f = self.token_px
         if (size is not None and (H, W) != (size, size)) or H % f or W % f:
             want = f"{size}x{size}" if size is not None else f"a multiple of {f}"
             raise ValueError(f"{what} must be {want} pixels, got {H}x{W}")
