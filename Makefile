@@ -11,8 +11,9 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-# torch is installed FIRST and pinned: a plain `pip install torch` can pull a multi-GB CUDA build.
-# Elsewhere, e.g.: make venv TORCH_PIP_ARGS="--index-url https://download.pytorch.org/whl/cpu"
+# torch is installed FIRST and pinned. On Linux x86_64 the PyPI wheel of torch 2.13.0 IS the CUDA build (it
+# pulls several GB of nvidia-* wheels); for the CPU-only build, take PyTorch's CPU index:
+#   make venv TORCH_PIP_ARGS="--index-url https://download.pytorch.org/whl/cpu"
 TORCH ?= torch==2.13.0
 TORCH_PIP_ARGS ?=
 STAMP := $(VENV)/.reca_nb-installed
@@ -25,15 +26,24 @@ PYTEST_ARGS ?=
 NOTEBOOKS = $(sort $(wildcard notebooks/[0-9]*.ipynb))
 TOUR_DIR ?= $(or $(RECA_NB_HOME),$(HOME)/.cache/reca_nb)/tour
 ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root,)
+# `make lab` opens working copies of the notebooks outside the repository (tools/lab_workspace.py says why)
+LAB_DIR ?= $(or $(RECA_NB_HOME),$(HOME)/.cache/reca_nb)/lab
+# torch threads of the lab's kernels (and of every process started here): RECA_NB_THREADS=2 make lab
+ifdef RECA_NB_THREADS
+export OMP_NUM_THREADS := $(RECA_NB_THREADS)
+export RECA_NB_THREADS
+endif
 
 # nothing in this project may download weights or data sets from a hub
 export HF_HUB_OFFLINE := 1
 
-.PHONY: help venv lab tour test test-fast notebooks check-notebooks data bench reproduce clean-venv
+.PHONY: help venv lab lab-reset test-browser tour test test-fast notebooks check-notebooks data bench reproduce clean-venv
 
 help:
-	@echo "make lab              JupyterLab on notebooks/ at http://127.0.0.1:8888 (creates .venv first)"
-	@echo "make test             all tests: unit + CLI + every notebook (pytest --nbmake), offline"
+	@echo "make lab              JupyterLab at http://127.0.0.1:8888 on working copies in $(LAB_DIR) (creates .venv first)"
+	@echo "make lab-reset        replace the working copies with the repository's notebooks"
+	@echo "make test             all tests: unit + CLI + notebooks (nbmake, and their figures as in JupyterLab), offline"
+	@echo "make test-browser     JupyterLab driven by headless Chromium: figures and the explorer (screenshots)"
 	@echo "make test-fast        unit tests not marked slow, no notebooks"
 	@echo "make tour             execute the notebook series headless into $(TOUR_DIR) (+ figures)"
 	@echo "make notebooks        regenerate notebooks/*.ipynb from their py:percent sources, no outputs"
@@ -47,17 +57,25 @@ help:
 venv: $(STAMP)
 
 $(STAMP): pyproject.toml
+	@echo "== [1/3] virtual environment $(VENV)"
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install $(TORCH_PIP_ARGS) "$(TORCH)"
-	$(PY) -m pip install -e ".[dev]"
+	@echo "== [2/3] $(TORCH) (the largest download)"
+	$(PY) -m pip install --progress-bar on $(TORCH_PIP_ARGS) "$(TORCH)"
+	@echo "== [3/3] reca_nb and its packages (transformers, diffusers, jupyterlab, ...)"
+	$(PY) -m pip install --progress-bar on -e ".[dev]"
 	touch $@
+	@echo "== $(VENV) ready"
 
 clean-venv:
 	rm -rf $(VENV)
 
 # --- the main job ---------------------------------------------------------------------------------------
 lab: $(STAMP)
-	$(VENV)/bin/jupyter lab --ip=127.0.0.1 --no-browser $(ALLOW_ROOT) --ServerApp.root_dir=notebooks
+	$(PY) tools/lab_workspace.py
+	$(VENV)/bin/jupyter lab --ip=127.0.0.1 --no-browser $(ALLOW_ROOT) --ServerApp.root_dir="$(LAB_DIR)"
+
+lab-reset: $(STAMP)
+	$(PY) tools/lab_workspace.py --reset
 
 tour: $(STAMP)
 	@test -n "$(NOTEBOOKS)" || { echo "no notebooks/NN_*.ipynb yet"; exit 1; }
@@ -72,13 +90,19 @@ tour: $(STAMP)
 # pytest exits 5 when it collects nothing; that can only mean "no tests and no notebooks yet", reported as
 # such and not as a failure. With tests/ present it never happens.
 test: $(STAMP)
-	MPLBACKEND=Agg $(PY) -m pytest tests $(NOTEBOOKS) --nbmake --nbmake-timeout=$(NB_TIMEOUT) \
+	MPLBACKEND=Agg $(PY) -m pytest tests --ignore=tests/browser $(NOTEBOOKS) --nbmake --nbmake-timeout=$(NB_TIMEOUT) \
 		$(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ] && [ -z "$(NOTEBOOKS)" ]; then echo "no tests collected (no notebooks yet)"; rc=0; fi; \
 	exit $$rc
 
 test-fast: $(STAMP)
-	MPLBACKEND=Agg $(PY) -m pytest tests -m "not slow" $(PYTEST_ARGS)
+	MPLBACKEND=Agg $(PY) -m pytest tests --ignore=tests/browser -m "not slow" $(PYTEST_ARGS)
+
+# needs Debian's chromium (apt-get install chromium; .ci/run installs it) and the [browser] extra
+test-browser: $(STAMP)
+	$(PY) -m pip install -q -e ".[browser]"
+	$(PY) -m pytest tests/browser -v $(PYTEST_ARGS)
+	@echo "screenshots: $(abspath $(or $(RECA_NB_SHOTS),build/browser))"
 
 # --- notebooks: py:percent sources -> stripped .ipynb ---------------------------------------------------
 notebooks: $(STAMP)

@@ -32,6 +32,7 @@ import torch
 from matplotlib.figure import Figure
 
 from .paths import DATA_DIR
+from .plotting import new_figure
 
 ARCH = "showo-vq"
 GRID = {"und_res": (32, 16, 8), "blur": (0.0, 1.0), "prompts": ("diverse", "single"), "i2t_ratio": (0.0, 1.0)}
@@ -170,73 +171,101 @@ class Runs:
         return rows
 
 
+# Fixed colours: the selected run is always blue and solid, the copy reference always red and dotted, in every
+# panel, so a reference-only curve can never be read as the selected run's.
+SELECTED = dict(color="C0", ls="-")
+REFERENCE = dict(color="C3", ls=":")
+PANELS = (("loss_reca", "RecA loss (log)", "no RecA loss logged"),
+          ("loss_i2t", "I2T loss", "no I2T data mixed in (I2T ratio 0)"),
+          ("token_agreement", "und/target token agreement",
+           "defined only when und res = target res (32 px)"))
+
+
+def _curve(record: dict, key: str):
+    pts = [(c["step"], c[key]) for c in record["curves"] if c.get(key) is not None]
+    return tuple(zip(*pts)) if pts else ((), ())
+
+
+def _strip(imgs: torch.Tensor, gap: int = 2) -> np.ndarray:
+    """(N, 3, H, W) in [0, 1] -> one (H, N*(W+gap)-gap, 3) image: one axis per row of samples draws fast."""
+    n, _, h, w = imgs.shape
+    out = np.ones((h, n * (w + gap) - gap, 3), dtype=np.float32)
+    for k in range(n):
+        out[:, k * (w + gap):k * (w + gap) + w] = imgs[k].permute(1, 2, 0).numpy()
+    return out
+
+
 def show(und_res: int = 16, blur: float = 0.0, prompts: str = "diverse", i2t_ratio: float = 1.0,
          runs: Runs | None = None, compare: dict | None = None) -> Figure:
-    """One grid point: RecA loss (vs `compare`, default the copy run und 32), I2T loss, token agreement, and
-    the reconstructions + T2I samples, with the scores in the title."""
+    """One grid point against a reference run (default: the copy run, und 32 without blur): RecA loss, I2T
+    loss and token agreement, then the selected run's reconstructions and T2I samples, scores in the title."""
     runs = runs or Runs()
     point = {"und_res": und_res, "blur": blur, "prompts": prompts, "i2t_ratio": i2t_ratio}
     rec = runs[point]
-    ref_point = compare or {**point, "und_res": 32, "blur": 0.0}
-    ref = runs[ref_point]
-    fig = Figure(figsize=(11, 5.2), layout="constrained")
-    top, bottom = fig.subfigures(2, 1, height_ratios=[1, 1.05])
-    ax = top.subplots(1, 3)
-    for r, style, name in ((rec, "-", rec["id"]), (ref, ":", f"{ref['id']} (reference)")):
-        cur = r["curves"]
-        ax[0].plot([c["step"] for c in cur], [c["loss_reca"] for c in cur], style, label=name)
-        pts = [(c["step"], c["loss_i2t"]) for c in cur if "loss_i2t" in c]
-        if pts:
-            ax[1].plot(*zip(*pts), style, label=name)
-        pts = [(c["step"], c["token_agreement"]) for c in cur if c.get("token_agreement") is not None]
-        if pts:
-            ax[2].plot(*zip(*pts), style, marker=".", label=name)
-    for a, t in zip(ax, ("RecA loss (log)", "I2T loss", "und/target token agreement")):
-        a.set_title(t, fontsize=9)
-        a.set_xlabel("step")
-        a.grid(alpha=0.3)
-    ax[0].set_yscale("log")
-    ax[2].set_ylim(-0.05, 1.05)
-    ax[0].legend(fontsize=7)
+    ref = runs[compare or {**point, "und_res": 32, "blur": 0.0}]
+    lines = [(rec, SELECTED, f"{rec['id']} (selected)")]
+    if ref["id"] != rec["id"]:
+        lines.append((ref, REFERENCE, f"{ref['id']} (copy reference)"))
+    # a fixed grid instead of constrained layout: the explorer redraws on every slider move
+    fig = new_figure(figsize=(11, 6.4))
+    gs = fig.add_gridspec(3, 3, height_ratios=[1.3, 0.8, 0.8], left=0.05, right=0.99, bottom=0.01,
+                          top=0.91, hspace=0.4, wspace=0.22)
+    for col, (key, title, why) in enumerate(PANELS):
+        ax = fig.add_subplot(gs[0, col])
+        for record, style, name in lines:
+            steps, vals = _curve(record, key)
+            label = name if steps else f"{name}: n/a"
+            ax.plot(steps, vals, **style, marker="." if key == "token_agreement" else None, ms=3, label=label)
+        if not _curve(rec, key)[0]:  # say why the selected run has no curve here
+            ax.text(0.5, 0.5, f"selected run: n/a\n{why}", ha="center", va="center", fontsize=8,
+                    color="C0", transform=ax.transAxes, bbox=dict(fc="white", ec="C0", alpha=0.9))
+        if not any(_curve(r, key)[0] for r, _, _ in lines):
+            ax.set_xticks([]), ax.set_yticks([])
+        if key == "loss_reca":
+            ax.set_yscale("log")
+        if key == "token_agreement":
+            ax.set_ylim(-0.05, 1.05)
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("step", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6, loc="best")
     base = runs.meta["base"]
-    top.suptitle(f"{rec['id']}: GenEval-mini {rec['t2i']['overall']:.2f} (base {base['t2i']['overall']:.2f}) · "
+    fig.suptitle(f"{rec['id']}: GenEval-mini {rec['t2i']['overall']:.2f} (base {base['t2i']['overall']:.2f}) · "
                  f"I2T exact {rec['i2t']['exact']:.2f} (base {base['i2t']['exact']:.2f})", fontsize=10)
-    axes = bottom.subplots(2, N_SHOW)
-    for row, kind in zip(axes, ("recon", "t2i")):
-        imgs = runs.images(point, kind)
-        for k, a in enumerate(row):
-            if k < len(imgs):
-                a.imshow(imgs[k].permute(1, 2, 0).numpy(), interpolation="nearest")
-            a.set_xticks([]), a.set_yticks([])
-    axes[0, 0].set_ylabel("RecA recon", fontsize=8)
-    axes[1, 0].set_ylabel("T2I", fontsize=8)
+    for row, (kind, label) in enumerate((("recon", "RecA reconstructions"), ("t2i", "T2I samples")), start=1):
+        ax = fig.add_subplot(gs[row, :])
+        ax.imshow(_strip(runs.images(point, kind)), interpolation="nearest")
+        ax.set_xticks([]), ax.set_yticks([])
+        ax.set_title(f"{label} of the selected run", fontsize=8)
     return fig
 
 
 def explore(runs: Runs | None = None):
-    """ipywidgets sliders over the grid, redrawing `show(...)` (instant: everything is precomputed)."""
+    """ipywidgets controls over the grid; each move redraws `show(...)` into one Image widget (everything is
+    precomputed). Returns the widget: leave it as the cell's last expression to show it (once)."""
+    import io
+
     import ipywidgets as w
-    from IPython.display import display
 
     runs = runs or Runs()
     grid = runs.meta["grid"]
-    out = w.Output()
     controls = {"und_res": w.SelectionSlider(options=sorted(grid["und_res"]), value=16, description="und res"),
                 "blur": w.SelectionSlider(options=grid["blur"], value=0.0, description="blur σ"),
                 "prompts": w.ToggleButtons(options=grid["prompts"], value="diverse", description="prompts"),
                 "i2t_ratio": w.SelectionSlider(options=grid["i2t_ratio"], value=1.0, description="I2T ratio")}
+    # an Image widget (not an Output area) behaves the same in ipywidgets 7 (Colab) and 8 and never stacks
+    image = w.Image(format="png", layout=w.Layout(width="100%", max_width="1100px"))
 
     def redraw(_=None):
-        with out:
-            out.clear_output(wait=True)
-            display(show(**{k: c.value for k, c in controls.items()}, runs=runs))
+        buf = io.BytesIO()
+        show(**{k: c.value for k, c in controls.items()}, runs=runs).savefig(buf, format="png", dpi=90)
+        image.value = buf.getvalue()
 
     for c in controls.values():
         c.observe(redraw, names="value")
     redraw()
-    box = w.VBox([w.HBox(list(controls.values())[:2]), w.HBox(list(controls.values())[2:]), out])
-    display(box)
-    return box
+    return w.VBox([w.HBox(list(controls.values())[:2]), w.HBox(list(controls.values())[2:]), image])
 
 
 def main(argv=None):

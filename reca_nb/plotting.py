@@ -9,6 +9,12 @@
 Figures are plain `matplotlib.figure.Figure` objects, not registered with pyplot: no global state, no
 backend switch, nothing to close, headless-safe (Agg). In Jupyter, leave the figure as the cell's last
 expression (or `display(fig)`) to show it once; elsewhere `fig.savefig(path)`.
+
+Every figure of the package is made by `new_figure`. IPython only knows how to draw a Figure as a picture
+once the inline backend has been activated (`%matplotlib inline`, or pyplot drawing once); a Figure that
+never met pyplot would print as `<Figure size ...>`. So `new_figure` registers a PNG formatter for Figure
+with the running IPython shell (JupyterLab, Notebook, VS Code, Colab), unless one is registered already
+(the user's own `%matplotlib inline` / `%config InlineBackend` choice wins).
 """
 from __future__ import annotations
 
@@ -23,6 +29,33 @@ from .shapes import CATEGORIES, CATEGORY_TITLES
 CELL = 1.1  # inches per image in a grid
 
 
+def _figure_png(fig) -> bytes:
+    from IPython.core.pylabtools import print_figure
+
+    return print_figure(fig, "png", bbox_inches="tight")
+
+
+def register_ipython_formatter() -> bool:
+    """Teach the running IPython shell to show a Figure as a PNG; True when a formatter is in place."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    if shell is None or not hasattr(shell, "display_formatter"):
+        return False
+    png = shell.display_formatter.formatters["image/png"]
+    if png.for_type(Figure) is None:
+        png.for_type(Figure, _figure_png)
+    return True
+
+
+def new_figure(**kwargs) -> Figure:
+    """`Figure(**kwargs)` that renders as a picture when it is a notebook cell's result."""
+    register_ipython_formatter()
+    return Figure(**kwargs)
+
+
 def image_grid(images, nrow: int = 8, titles=None, title: str | None = None):
     """Images (anything `as_image_batch` reads) in a grid with `nrow` images per row; one axis per image."""
     x = as_image_batch(images)  # (B, 3, H, W)
@@ -33,7 +66,7 @@ def image_grid(images, nrow: int = 8, titles=None, title: str | None = None):
         raise ValueError(f"got {len(titles)} titles for {B} images")
     ncol, nrows = min(nrow, B), math.ceil(B / nrow)
     pad = 0.35 if titles is not None else 0.05
-    fig = Figure(figsize=(CELL * ncol, (CELL + pad) * nrows + (0.4 if title else 0)), layout="constrained")
+    fig = new_figure(figsize=(CELL * ncol, (CELL + pad) * nrows + (0.4 if title else 0)), layout="constrained")
     axes = fig.subplots(nrows, ncol, squeeze=False)
     for k, ax in enumerate(axes.flat):
         if k >= B:
@@ -54,7 +87,7 @@ def plot_geneval(results: dict, title: str = "GenEval-mini"):
     if not results:
         raise ValueError("plot_geneval needs at least one run")
     cols = list(CATEGORIES) + ["overall"]
-    fig = Figure(figsize=(9, 3.6), layout="constrained")
+    fig = new_figure(figsize=(9, 3.6), layout="constrained")
     ax = fig.subplots()
     width = 0.8 / len(results)
     xs = np.arange(len(cols))
@@ -97,7 +130,7 @@ def plot_history(history: list, keys=None, logy: bool = False, title: str | None
         if not keys:
             raise ValueError(f"no loss keys in history; available: {sorted(present)}")
     keys = [keys] if isinstance(keys, str) else list(keys)
-    fig = Figure(figsize=(3.6 * len(keys), 3.0), layout="constrained")
+    fig = new_figure(figsize=(3.6 * len(keys), 3.0), layout="constrained")
     axes = fig.subplots(1, len(keys), squeeze=False)
     for ax, key in zip(axes[0], keys):
         steps, vals = _eval_series(history, key[5:]) if key.startswith("eval.") else _series(history, key)
@@ -119,7 +152,7 @@ def plot_collapse(histories: dict, title: str = "Copy collapse vs information bo
     near 0 means the generator copies its input instead of using semantics). `histories`: name -> history."""
     if not histories:
         raise ValueError("plot_collapse needs at least one run")
-    fig = Figure(figsize=(9, 3.4), layout="constrained")
+    fig = new_figure(figsize=(9, 3.4), layout="constrained")
     ax_l, ax_r = fig.subplots(1, 2)
     for name, hist in histories.items():
         steps, vals = _series(hist, "loss_reca")
@@ -145,7 +178,7 @@ def plot_bars(groups: dict, title: str = "", ylabel: str = "", ylim=(0, 1.05)):
     if not groups:
         raise ValueError("plot_bars needs at least one group")
     arms = list(dict.fromkeys(a for g in groups.values() for a in g))
-    fig = Figure(figsize=(max(4.0, 1.6 * len(groups) + 1), 3.2), layout="constrained")
+    fig = new_figure(figsize=(max(4.0, 1.6 * len(groups) + 1), 3.2), layout="constrained")
     ax = fig.subplots()
     width = 0.8 / len(arms)
     xs = np.arange(len(groups))

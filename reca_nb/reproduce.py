@@ -564,6 +564,18 @@ def run_all(jobs, cfg: ReproduceConfig, runs_dir: Path) -> dict:
 
 # ----------------------------------------------------------------------------- the table
 
+def shipped_runs(arch: str, arm: str, runs_dir: Path | None = None) -> list:
+    """The finished job files of one arm, one per seed (`results/runs/<arch>-<arm>-s<seed>.json`), seed order."""
+    from .paths import REPO_ROOT
+
+    runs_dir = Path(runs_dir or REPO_ROOT / "results" / "runs")
+    paths = sorted(runs_dir.glob(f"{arch}-{arm}-s*.json"), key=lambda p: int(p.stem.rsplit("-s", 1)[1]))
+    if not paths:
+        raise FileNotFoundError(f"no job files {arch}-{arm}-s*.json in {runs_dir}; run "
+                                f"`python -m reca_nb.reproduce --archs={arch}`")
+    return [json.loads(p.read_text()) for p in paths]
+
+
 def _metric(result: dict, name: str):
     m = result["metrics"]
     for part in name.split("."):
@@ -754,7 +766,7 @@ def _arms_table(results: dict, cfg: ReproduceConfig) -> list:
 def plot_claim(rows: list, results: dict, cfg: ReproduceConfig, title: str):
     """One panel per (arch, metric) of a claim's comparisons: bars = arm means, error bars = std over seeds,
     dots = the seeds. Returns a matplotlib Figure (reca_nb.plotting conventions: no pyplot state)."""
-    from matplotlib.figure import Figure
+    from .plotting import new_figure
 
     panels = {}
     for r in rows:
@@ -766,7 +778,7 @@ def plot_claim(rows: list, results: dict, cfg: ReproduceConfig, title: str):
                 p.append(arm)
     if not panels:
         return None
-    fig = Figure(figsize=(max(3.2 * len(panels), 4.0), 3.2), layout="constrained")
+    fig = new_figure(figsize=(max(3.2 * len(panels), 4.0), 3.2), layout="constrained")
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     for ax, ((arch, metric), arms) in zip(axes, panels.items()):
         for i, arm in enumerate(arms):
@@ -785,13 +797,13 @@ def plot_claim(rows: list, results: dict, cfg: ReproduceConfig, title: str):
 
 def plot_category_diffs(rows: list):
     """Claim 1 per category: RecA − control (mean over seeds, ± SE) per arch."""
-    from matplotlib.figure import Figure
+    from .plotting import new_figure
 
     detail = [r for r in rows if r["claim"] == "claim1" and r["secondary"] and r["verdict"] != "skipped"]
     archs = list(dict.fromkeys(r["arch"] for r in detail))
     if not archs:
         return None
-    fig = Figure(figsize=(9, 3.4), layout="constrained")
+    fig = new_figure(figsize=(9, 3.4), layout="constrained")
     ax = fig.subplots()
     xs = np.arange(len(CATEGORIES))
     width = 0.8 / len(archs)

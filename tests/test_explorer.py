@@ -17,7 +17,39 @@ def test_shipped_grid_is_complete_and_consistent():
 
 def test_show_draws_curves_and_images():
     fig = explorer.show(und_res=16, blur=1.0, prompts="single", i2t_ratio=0.0)
-    assert len(fig.axes) == 3 + 2 * explorer.N_SHOW
+    assert len(fig.axes) == 3 + 2  # three curve panels, one strip of reconstructions, one of T2I samples
+    assert fig.axes[3].images[0].get_array().shape[:2] == (32, explorer.N_SHOW * 34 - 2)
+
+
+def test_colours_are_fixed_and_every_panel_has_a_legend():
+    """At und 16 only the copy reference has token agreement: its dots must keep the reference colour, and the
+    panel must say that the selected run has none (not let the reference read as the selected run)."""
+    from matplotlib.colors import to_hex
+
+    fig = explorer.show(und_res=16, blur=0.0, prompts="diverse", i2t_ratio=0.0)
+    loss, i2t, agree = fig.axes[:3]
+    for ax in (loss, i2t, agree):
+        assert ax.get_legend() is not None
+    sel, ref = agree.get_lines()
+    assert len(sel.get_xdata()) == 0 and len(ref.get_xdata()) > 0
+    assert to_hex(ref.get_color()) == to_hex("C3") and to_hex(sel.get_color()) == to_hex("C0")
+    assert any("n/a" in t.get_text() for t in agree.texts)
+    assert any("n/a" in t.get_text() for t in i2t.texts)  # I2T ratio 0: no I2T curve for either run
+    assert not any("n/a" in t.get_text() for t in loss.texts)
+
+
+def test_explore_returns_one_widget_and_redraws_on_change(monkeypatch):
+    import IPython.display
+
+    monkeypatch.setattr(IPython.display, "display", lambda *a, **k: pytest.fail("explore() must not display"))
+    box = explorer.explore()
+    images = [c for c in box.children if type(c).__name__ == "Image"]
+    assert len(images) == 1 and images[0].value[:4] == b"\x89PNG"
+    before = images[0].value
+    controls = [c for row in box.children[:2] for c in row.children]
+    und = next(c for c in controls if c.description == "und res")
+    und.value = 32
+    assert images[0].value != before
 
 
 def test_precompute_round_trip(tmp_path):

@@ -45,7 +45,8 @@ def _name(req: str) -> str:
 # --- pyproject.toml <-> environment.yml ----------------------------------------------------------------
 def test_environment_yml_lists_the_pyproject_packages():
     project = _pyproject()["project"]
-    wanted = {_name(r) for r in project["dependencies"] + project["optional-dependencies"]["dev"]}
+    extras = project["optional-dependencies"]
+    wanted = {_name(r) for r in project["dependencies"] + extras["dev"] + extras["browser"]}
     _, pip = _conda_pip_lines()
     pinned = {_name(r) for r in pip if not r.startswith(("-", "."))}
     assert pinned == wanted, f"only in environment.yml: {pinned - wanted}; in pyproject: {wanted - pinned}"
@@ -54,7 +55,8 @@ def test_environment_yml_lists_the_pyproject_packages():
 
 def test_environment_pins_satisfy_pyproject_bounds_and_torch_comes_first():
     project = _pyproject()["project"]
-    declared = project["dependencies"] + project["optional-dependencies"]["dev"]
+    extras = project["optional-dependencies"]
+    declared = project["dependencies"] + extras["dev"] + extras["browser"]
     bounds = {_name(r): Requirement(r) for r in declared}
     _, pip = _conda_pip_lines()
     reqs = [Requirement(r) for r in pip if not r.startswith(("-", "."))]
@@ -116,7 +118,9 @@ def test_make_test_is_offline_and_runs_notebooks():
 @pytest.mark.skipif(shutil.which("make") is None, reason="make not installed")
 def test_make_lab_binds_localhost_without_browser():
     out = _make_dry_run("lab").stdout
-    assert "--ip=127.0.0.1" in out and "--no-browser" in out and "root_dir=notebooks" in out
+    assert "--ip=127.0.0.1" in out and "--no-browser" in out
+    # the learner's working copies, outside the repository (autosaved outputs never dirty git status)
+    assert "tools/lab_workspace.py" in out and 'root_dir="' in out and "/lab" in out
     assert ("--allow-root" in out) == (os.getuid() == 0)
 
 

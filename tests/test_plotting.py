@@ -90,3 +90,16 @@ def test_plot_bars_one_bar_per_arm_and_group_with_labels():
     assert [t.get_text() for t in ax.get_xticklabels()] == ["showo", "janus"]
     with pytest.raises(ValueError):
         plotting.plot_bars({})
+
+
+def test_figures_render_as_png_in_a_fresh_ipython_shell():
+    """A Figure that never met pyplot is shown as a picture by IPython (not as `<Figure size ...>`)."""
+    from IPython.core.interactiveshell import InteractiveShell
+
+    shell = InteractiveShell.instance()
+    try:
+        fig = plotting.plot_bars({"a": {"x": 0.5}})
+        data, _ = shell.display_formatter.format(fig)
+        assert data["image/png"][:4] == b"\x89PNG"
+    finally:
+        InteractiveShell.clear_instance()
