@@ -171,7 +171,7 @@ def plot_paired_diffs(diffs: dict, labels, title: str = "", xlabel: str = "match
     for name, vals in diffs.items():
         if len(vals) != len(labels):
             raise ValueError(f"metric {name!r} has {len(vals)} differences for {len(labels)} pairs")
-    fig = Figure(figsize=(max(4.0, 0.45 * len(labels) + 1.5) * len(diffs), 3.4), layout="constrained")
+    fig = Figure(figsize=(max(3.2, 0.28 * len(labels) + 1.0) * len(diffs), 3.4), layout="constrained")
     axes = fig.subplots(1, len(diffs), squeeze=False)[0]
     xs = np.arange(len(labels))
     for ax, (name, vals) in zip(axes, diffs.items()):
@@ -179,7 +179,7 @@ def plot_paired_diffs(diffs: dict, labels, title: str = "", xlabel: str = "match
         ax.bar(xs, vals, 0.7, color=["tab:blue" if v >= 0 else "tab:red" for v in vals])
         ax.axhline(0.0, color="black", lw=0.8)
         mean = float(np.mean(vals))
-        ax.axhline(mean, color="grey", lw=1.0, ls="--", label=f"mean {mean:+.3f}")
+        ax.axhline(mean, color="grey", lw=1.0, ls="--", label=f"mean {mean:+.2g}")
         ax.set_xticks(xs, labels, rotation=60, ha="right", fontsize=7)
         ax.set_title(name, fontsize=9)
         ax.set_xlabel(xlabel, fontsize=8)
