@@ -123,7 +123,8 @@ held = shapes.ShapeWorld(explorer.N_SHOW, seed=4242, kind="random", size=32).ima
 single_recon = runs.images({**POINT, "prompts": "single"}, "recon")
 diverse_recon = runs.images({**POINT, "prompts": "diverse"}, "recon")
 plotting.image_grid(torch.cat([held, single_recon, diverse_recon]), nrow=explorer.N_SHOW,
-                    title=f"{label(POINT)} · top: held-out image · middle: one template · bottom: ≥360 templates")
+                    title=f"{label(POINT)} · top: held-out image · middle: one template · "
+                          "bottom: ≥360 templates")
 
 # %%
 assert held.shape == single_recon.shape == diverse_recon.shape == (explorer.N_SHOW, 3, 32, 32)
@@ -164,7 +165,8 @@ def paired(name, sign, min_effect, keep):
     return verdict([x for x, p in zip(diff[name], points) if keep(p)], [0.0, 0.0], sign, min_effect)
 
 
-SUBSETS = {"bottlenecked (8 pairs)": lambda p: p["und_res"] < 32, "und 32 (4 pairs)": lambda p: p["und_res"] == 32}
+SUBSETS = {"bottlenecked (8 pairs)": lambda p: p["und_res"] < 32,
+           "und 32 (4 pairs)": lambda p: p["und_res"] == 32}
 checks = {(metric, sub): paired(metric, sign, eff, keep)
           for metric, sign, eff in (("recon pixel MSE", -1, 0.0), ("GenEval-mini T2I", +1, 0.02))
           for sub, keep in SUBSETS.items()}
