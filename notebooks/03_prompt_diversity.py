@@ -158,7 +158,8 @@ plotting.plot_paired_diffs(diff, [label(p) for p in points],
 # claims table's rule (mean beyond max(2 SE, min effect)) with SE = sd/√n of the differences. The paper's
 # direction: diverse reconstructs better (lower pixel error, sign −1) and generates better (higher T2I, +1).
 # The grid splits in two: bottlenecked runs (und 16 / 8, as the recipe intends) and the copy-prone und-32
-# runs of notebook 02 (same VQ tokens in and out).
+# runs of notebook 02 (same VQ tokens in and out; a σ = 1 blur there is too weak a bottleneck: their T2I
+# collapses too).
 
 # %%
 def paired(name, sign, min_effect, keep):

@@ -24,7 +24,7 @@
 # - what happens to understanding when you *don't* freeze and train RecA without any I2T data.
 #
 # **Prerequisites**: notebooks 01–02. Paper: RecA §3.3 (BAGEL `freeze_und`, OpenUni frozen InternVL).
-# **Runtime**: CPU ≈ 4 min (measured: 3.8 min on one thread of a shared 2-core CPU).
+# **Runtime**: CPU ≈ 2–4 min (measured: 1.7–3.8 min on one thread of a shared 2-core CPU).
 
 # %% Colab only: fetch the repository and install it (does nothing elsewhere)
 import os
@@ -178,8 +178,8 @@ plotting.plot_history(results[(ARCHS[0], "understanding")][2], keys=["loss_reca"
 #   in `results/claims.md`.
 #
 # ## Exercises
-# Times are for one CPU thread, estimated from the training cell of section 2 (4 arms of 60 steps: ≈ 4 min
-# measured, ≈ 1 min per arm). None of them needs a GPU at these settings.
+# Times are for one CPU thread, estimated from the training cell of section 2 (4 arms of 60 steps: up to ≈ 4
+# min measured, ≤ 1 min per arm). None of them needs a GPU at these settings.
 # 1. **Knob: `freeze="lora"`.** *(≈ 2 min: one arm per model)* Train only LoRA adapters on the generation side
 #    (peft). Are the understanding weights still identical? How does the RecA loss compare?
 # 2. **Knob: `lambda_i2t`.** *(≈ 3 min: one arm per model, plus an I2T batch per step)* Unfreeze and mix I2T

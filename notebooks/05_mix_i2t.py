@@ -23,7 +23,7 @@
 # - how to read a two-arm comparison: same base, same seed, same RecA batches, one knob changed.
 #
 # **Prerequisites**: notebooks 01–02. Paper: RecA §3.3 (Show-o / Harmon: RecA + LLaVA I2T data 1:1).
-# **Runtime**: CPU ≈ 3 min (measured: 2.6–3.4 min on one thread of a shared 2-core CPU).
+# **Runtime**: CPU ≈ 3–5 min (measured: 2.6–5.2 min on one thread of a shared 2-core CPU).
 
 # %% Colab only: fetch the repository and install it (does nothing elsewhere)
 import os
@@ -165,10 +165,10 @@ for arch in ("janus", "harmon"):
 #
 # ## Exercises
 # Times are for one CPU thread, estimated from the training cell of section 2 (8 arms of 60 steps with I2T
-# measured every 15: 2.5–3.2 min measured, ≈ 20–25 s per arm).
-# 1. **Knob: `i2t_ratio`.** *(≈ 4 min: 8 mixed arms)* Try 0.25 and 0.5 (`arm(arch, True, i2t_ratio=0.25)`):
+# measured every 15: 2.5–5 min measured, depending on the machine's load; ≈ 20–35 s per arm).
+# 1. **Knob: `i2t_ratio`.** *(≈ 4–6 min: 8 mixed arms)* Try 0.25 and 0.5 (`arm(arch, True, i2t_ratio=0.25)`):
 #    how little I2T is enough?
-# 2. **Knob: `STEPS`.** *(GPU / long: ≈ 6.5 min on CPU, estimated: twice the training cell)* Double it: does the
+# 2. **Knob: `STEPS`.** *(GPU / long: ≈ 5–10 min on CPU, estimated: twice the training cell)* Double it: does the
 #    RecA-only arm keep falling, and does the mixed arm keep recovering?
 # 3. **Knob: `und_res` for I2T.** *(seconds per model)* Evaluate with `geneval.evaluate_i2t(model,
 #    und_size=...)` at the bottleneck size: is understanding at the RecA input resolution kept too?
