@@ -19,10 +19,13 @@
 # - what the RecA "prompt" is: never the image's caption, always a *template* asking to describe the image,
 #   drawn per sample from a list of ≥360 (the paper's list has 364 entries, 327 unique; ours 404 unique);
 # - how to run the paper's ablation — one template vs many — through a single recipe field, `prompts`;
-# - what it does to T2I over 3 seeds on three miniatures, and how to read a paired grid of single runs.
+# - what it does to T2I over 3 seeds on four miniatures, and how to read a paired grid of single runs;
+# - what practice 2 looks like: reconstructions of one-template and ≥360-template runs side by side, and the
+#   paired differences over 12 matched runs.
 #
 # **Prerequisites**: notebook 01. Paper: RecA appendix (prompt ablation: "significantly improves reconstruction"
-# on Show-o, "little difference" on Harmon, "360 prompts is always a safe choice"). **Runtime**: CPU < 1 min (reads shipped runs).
+# on Show-o, "little difference" on Harmon, "360 prompts is always a safe choice").
+# **Runtime**: CPU ≈ 15 s (reads shipped runs; measured).
 
 # %% Colab only: fetch the repository and install it (does nothing elsewhere)
 import os
@@ -40,7 +43,7 @@ import random
 
 import torch
 
-from reca_nb import explorer, plotting, prompts
+from reca_nb import explorer, plotting, prompts, shapes
 from reca_nb.paths import DATA_DIR
 from reca_nb.reproduce import verdict
 
@@ -100,38 +103,163 @@ assert table["showo-clip"]["verdict"] == "reproduced" and table["showo-clip"]["d
 assert all(table[a]["verdict"] == "inconclusive" for a in ("showo-vq", "janus", "harmon"))
 
 # %% [markdown]
-# ## 3 · The grid: prompts × everything else on Show-o VQ
+# ## 3 · Practice 2 seen happening: one template vs all of them, image by image
 #
-# The explorer grid of notebook 02 holds 12 single/diverse pairs (400 steps each). Paired differences in
-# GenEval-mini after RecA:
+# The collapse explorer of notebook 02 (Show-o VQ, 400 RecA steps per run, one seed) holds 12 single/diverse
+# pairs: every combination of the other knobs (und_res × blur × I2T ratio) trained once with ≥360 templates
+# and once with "Describe the image.". Each run kept its reconstructions of the same 8 held-out images. First
+# one matched pair, side by side (change `POINT` to look at another):
+
+# %% tags=["parameters"]
+POINT = {"und_res": 16, "blur": 0.0, "i2t_ratio": 1.0}  # the bottlenecked default of the explorer
 
 # %%
+def label(p):
+    return f"und{p['und_res']}·σ{p['blur']:g}·i2t{p['i2t_ratio']:g}"
+
+
 runs = explorer.Runs()
-pairs = [(runs[{**p, "prompts": "diverse"}]["t2i"]["overall"], runs[{**p, "prompts": "single"}]["t2i"]["overall"])
-         for p in explorer.grid_points() if p["prompts"] == "diverse"]
-diffs = [d - s for d, s in pairs]
-print("diverse − single, T2I:", [round(x, 2) for x in diffs], f"mean {sum(diffs) / len(diffs):+.3f}")
+held = shapes.ShapeWorld(explorer.N_SHOW, seed=4242, kind="random", size=32).images()  # what was reconstructed
+single_recon = runs.images({**POINT, "prompts": "single"}, "recon")
+diverse_recon = runs.images({**POINT, "prompts": "diverse"}, "recon")
+plotting.image_grid(torch.cat([held, single_recon, diverse_recon]), nrow=explorer.N_SHOW,
+                    title=f"{label(POINT)} · top: held-out image · middle: one template · "
+                          "bottom: ≥360 templates")
 
 # %%
-assert len(pairs) == 12  # a paired comparison over every other knob of the grid
+assert held.shape == single_recon.shape == diverse_recon.shape == (explorer.N_SHOW, 3, 32, 32)
+assert not torch.equal(single_recon, diverse_recon)  # two different runs, not one picture twice
 
 # %% [markdown]
-# One seed per grid point and 60 prompts per score (±0.06 per run): read the mean difference as a hint, not a
-# verdict. The paper itself reports the prompt effect only qualitatively and as model-dependent; the multi-seed
-# verdict of this miniature is claim 5 in `results/claims.md`.
+# Now all 12 pairs. For each, *diverse minus single* of what the explorer stores: the final RecA loss (mean
+# of the last 5 logged values, `Runs.final`) and GenEval-mini T2I after RecA; plus the pixel error of the
+# 8 reconstructions above against the held-out images.
+
+# %%
+def recon_mse(point):
+    return ((runs.images(point, "recon") - held) ** 2).mean().item()
+
+
+points = [p for p in explorer.grid_points() if p["prompts"] == "diverse"]
+diff = {"final RecA loss": [], "recon pixel MSE": [], "GenEval-mini T2I": []}
+for p in points:
+    s = {**p, "prompts": "single"}
+    diff["final RecA loss"].append(runs.final(p) - runs.final(s))
+    diff["recon pixel MSE"].append(recon_mse(p) - recon_mse(s))
+    diff["GenEval-mini T2I"].append(runs[p]["t2i"]["overall"] - runs[s]["t2i"]["overall"])
+for name, d in diff.items():
+    print(f"{name:17s}", " ".join(f"{x:+.4f}" for x in d))
+plotting.plot_paired_diffs(diff, [label(p) for p in points],
+                           title="diverse − single on 12 matched explorer runs (Show-o VQ, 1 seed each)")
+
+
+# %% [markdown]
+# A paired comparison is a one-sample test of the differences: `verdict(differences, [0, 0])` applies the
+# claims table's rule (mean beyond max(2 SE, min effect)) with SE = sd/√n of the differences. The paper's
+# direction: diverse reconstructs better (lower pixel error, sign −1) and generates better (higher T2I, +1).
+# The grid splits in two: bottlenecked runs (und 16 / 8, as the recipe intends) and the copy-prone und-32
+# runs of notebook 02 (same VQ tokens in and out; a σ = 1 blur there is too weak a bottleneck: their T2I
+# collapses too).
+
+# %%
+def paired(name, sign, min_effect, keep):
+    return verdict([x for x, p in zip(diff[name], points) if keep(p)], [0.0, 0.0], sign, min_effect)
+
+
+SUBSETS = {"bottlenecked (8 pairs)": lambda p: p["und_res"] < 32,
+           "und 32 (4 pairs)": lambda p: p["und_res"] == 32}
+checks = {(metric, sub): paired(metric, sign, eff, keep)
+          for metric, sign, eff in (("recon pixel MSE", -1, 0.0), ("GenEval-mini T2I", +1, 0.02))
+          for sub, keep in SUBSETS.items()}
+for (metric, sub), v in checks.items():
+    print(f"{metric:16s} {sub:22s} diverse − single {v['diff']:+.4f} ± {v['se']:.4f}: {v['verdict']}")
+print("one template ends with the lower RecA loss in", sum(x > 0 for x in diff["final RecA loss"]), "of 12 pairs")
+
+# %% [markdown]
+# What the grid shows, honestly:
+# - **With a bottleneck, no visible effect.** At und 16 / 8 one template and ≥360 give the same kind of
+#   reconstruction: the pixel errors differ by less than 0.002 (on errors of 0.01–0.04) and the T2I scores by
+#   +0.00 on average. Both paired verdicts are *inconclusive*. This is the Show-o *VQ* mini; the paper's
+#   "significantly improves reconstruction" is about Show-o, and our Show-o CLIP (section 2) is where
+#   diversity pays off in T2I.
+# - **Without one (und 32), the single template copies a little better and generates worse.** Its
+#   reconstructions are closer to the input (the paper's direction is *not reproduced* there), and its T2I is
+#   lower on all 4 pairs (+0.05 to +0.20 for diverse, *reproduced*) — but both arms are far below the base
+#   (0.38): diverse templates soften copy collapse, they do not prevent it; that is practice 1's job.
+# - **The single template fits the RecA objective a little better, every time**: a lower final RecA loss on
+#   all 12 pairs (by 0.002–0.038, most at und 32). That is each run's training loss on its *own* templates —
+#   one constant text leaves the generator nothing else to adapt to — not a held-out score. The
+#   reconstructions are sampled with "Describe the image.", the single run's own template: a home advantage.
 #
+# One seed per run and 60 prompts per T2I score (±0.06 per run): the multi-seed verdicts are claim 5 in
+# [`results/claims.md`](../results/claims.md) (Show-o VQ: inconclusive).
+
+# %%
+bn, u32 = SUBSETS.values()
+base_t2i = runs.meta["base"]["t2i"]["overall"]
+assert len(points) == 12  # a paired comparison over every other knob of the grid
+assert checks[("recon pixel MSE", "bottlenecked (8 pairs)")]["verdict"] == "inconclusive"
+assert max(abs(x) for x, p in zip(diff["recon pixel MSE"], points) if bn(p)) < 0.002
+assert checks[("GenEval-mini T2I", "bottlenecked (8 pairs)")]["verdict"] == "inconclusive"
+assert abs(checks[("GenEval-mini T2I", "bottlenecked (8 pairs)")]["diff"]) < 0.02
+assert checks[("recon pixel MSE", "und 32 (4 pairs)")]["verdict"] == "not reproduced"  # single copies closer
+assert checks[("GenEval-mini T2I", "und 32 (4 pairs)")]["verdict"] == "reproduced"
+assert all(x >= 0.05 for x, p in zip(diff["GenEval-mini T2I"], points) if u32(p))
+assert all(runs[{**p, "prompts": pr}]["t2i"]["overall"] < base_t2i - 0.1
+           for p in points if u32(p) for pr in ("diverse", "single"))  # ... but both arms collapse
+assert all(0.001 < x < 0.04 for x in diff["final RecA loss"])  # one template: lower training loss, every pair
+
+# %% [markdown]
 # ## Summary
 # - The RecA text is a template, never a caption: `Recipe.prompts` switches between ≥360 templates and one.
 # - Over 3 seeds, diverse templates matter a lot for Show-o CLIP (0.44 vs 0.16 GenEval-mini) and are within
 #   noise for Show-o VQ and Janus: safe everywhere, helpful for some models — the paper's reading.
+# - Seen run by run on Show-o VQ (12 matched explorer pairs), the reconstructions of the two arms look alike
+#   and score alike wherever a bottleneck is on; only in the copy-prone und-32 runs do the arms part: one
+#   template copies a little closer and generates worse.
 #
 # ## Exercises
-# 1. **Knob: `--prompts`.** Run one arm yourself: `python -m reca_nb.train --arch=showo-clip --preset=reca
-#    --prompts=single --steps=400` (≈10 min on CPU) and score it with `geneval.evaluate_t2i`.
-# 2. **Knob: the template file.** Keep only the 20 shortest templates (`prompts.load_templates`) and rerun
-#    `python -m reca_nb.reproduce --only=claim5 --archs=showo-clip --out=/tmp/claim5`: where does it land?
+# Times are for one CPU thread, estimated from notebook 01's training cell (Show-o CLIP, RecA + I2T: 150 steps
+# in 153 s measured, ≈ 1 s per step).
+# 1. **Knob: `--prompts`.** *(GPU / long: ≈ 7 min on CPU, estimated)* Run one arm yourself:
+#    `python -m reca_nb.train --arch=showo-clip --preset=reca --prompts=single --steps=400` and score it with
+#    `geneval.evaluate_t2i`.
+# 2. **Knob: how many templates.** *(GPU / long: ≈ 7 min per seed on CPU, ≈ 21 min for 3 seeds, estimated)*
+#    `prompts.load_templates("diverse", n=K)` is a fixed random subset of K templates (seed 0). The cell below
+#    defines `template_subset_data(K, recipe)`, a `data=` hook for `train()` that draws RecA text from that
+#    subset only. Train Show-o CLIP with K = 20 and score it:
+#    `model = archs.load_base("showo-clip"); recipe = preset("showo-clip")`,
+#    `train(model, recipe, data=template_subset_data(20, recipe))`, then
+#    `geneval.evaluate_t2i(model, 30)["overall"]`. Where does K = 20 land between 1 template (0.16) and all
+#    404 (0.44)? The 3 seeds of section 2 spread by ±0.03: run 3 seeds (`replace(recipe, seed=s)`) before
+#    you conclude.
 # 3. **Knob: seeds.** Use `verdict(...)` above with `k=1` instead of 2: which verdicts change, and why is that a
 #    bad idea?
+
+# %%
+from dataclasses import replace  # noqa: E402
+
+from reca_nb.data import Batches  # noqa: E402
+from reca_nb.prompts import load_templates  # noqa: E402
+from reca_nb.recipe import preset  # noqa: E402
+
+
+def template_subset_data(k, recipe):
+    """A `data=` hook for train(): the recipe's shape-world batches, RecA text drawn from k templates only."""
+    def make(size, seed, prompts, device):
+        batches = Batches(size, recipe.n_images, recipe.n_t2i_pairs, recipe.data_seed, seed=seed,
+                          prompts=prompts, device=device)
+        batches.templates = load_templates(prompts, n=k)  # prompts: "diverse" or "single", from the recipe
+        return batches
+    return make
+
+
+# Check for exercise 2: K templates, drawn from the full list, and the batches use only those
+subset = prompts.load_templates("diverse", n=20)
+tiny = replace(preset("showo-clip"), n_images=64)  # a small pool: the check takes a second
+_, texts = template_subset_data(20, tiny)(32, seed=0, prompts=tiny.prompts, device="cpu").reca(64)
+assert len(subset) == 20 and set(subset) <= set(diverse)
+assert set(texts) <= set(subset) and len(set(texts)) > 10  # 64 draws cover most of the 20
 
 # %%
 # Check for exercise 3: a looser bar (k=1) can only turn inconclusive rows into decided ones

@@ -24,7 +24,7 @@
 # - what happens to understanding when you *don't* freeze and train RecA without any I2T data.
 #
 # **Prerequisites**: notebooks 01–02. Paper: RecA §3.3 (BAGEL `freeze_und`, OpenUni frozen InternVL).
-# **Runtime**: CPU ≈ 3 min.
+# **Runtime**: CPU ≈ 2–4 min (measured: 1.7–3.8 min on one thread of a shared 2-core CPU).
 
 # %% Colab only: fetch the repository and install it (does nothing elsewhere)
 import os
@@ -42,7 +42,8 @@ from dataclasses import replace
 
 import torch
 
-from reca_nb import archs, geneval, plotting
+from reca_nb import archs, geneval, plotting, shapes
+from reca_nb.images import as_image_batch
 from reca_nb.recipe import DECOUPLED, preset
 from reca_nb.train import train
 
@@ -54,6 +55,7 @@ STEPS = 60  # RecA steps per arm
 LR = 2e-3  # 4x the preset's, to make drift visible in a short CPU run
 BATCH = 16
 N_I2T = 60  # held-out scenes for I2T
+N_CAP = 4  # images whose captions are shown
 
 # %% [markdown]
 # ## 1 · Which weights are "understanding"?
@@ -84,10 +86,11 @@ def digest(model, group="understanding"):
     return h.hexdigest()
 
 
-results = {}
+results, models = {}, {}
 for arch in ARCHS:
     base = archs.load_base(arch)
     results[(arch, "base")] = (digest(base), geneval.evaluate_i2t(base, n=N_I2T, progress=False)["exact"], None)
+    models[(arch, "base")] = base
     for freeze in ("understanding", "none"):
         model = archs.load_base(arch)
         if arch == "openuni" and freeze == "none":  # OpenUni's VLM is frozen by construction (freeze_lmm):
@@ -97,6 +100,7 @@ for arch in ARCHS:
         hist = train(model, recipe)
         i2t = geneval.evaluate_i2t(model, n=N_I2T, progress=False)["exact"]
         results[(arch, freeze)] = (digest(model), i2t, hist)
+        models[(arch, freeze)] = model
         print(f"{arch} freeze={freeze:13s} I2T exact {i2t:.2f}")
 
 # %%
@@ -121,6 +125,47 @@ for arch in ARCHS:
 # unfrozen arm keeps 0.54 (claim 4 in `results/claims.md`).
 
 # %%
+ARMS = {"base": "base", "frozen": "understanding", "unfrozen": "none"}  # label -> results key
+plotting.plot_bars({a: {label: results[(a, key)][1] for label, key in ARMS.items()} for a in ARCHS},
+                   title=f"I2T after {STEPS} RecA steps ({N_I2T} scenes)", ylabel="I2T exact match",
+                   ylim=(0, 1.3))
+
+# %% [markdown]
+# What the bars mean, caption by caption: the first few held-out scenes of the I2T evaluation, captioned by the
+# base, the frozen arm and the unfrozen arm of each model (✓ = the caption matches the scene exactly).
+
+# %%
+cap_world = shapes.ShapeWorld(N_CAP, seed=20_000, kind="random")  # the first scenes evaluate_i2t scores
+truth = [cap_world[i]["description"] for i in range(N_CAP)]
+captions = {}
+for (arch, key), m in models.items():
+    m.eval()
+    with torch.no_grad():
+        captions[(arch, key)] = list(m.caption(as_image_batch(cap_world.images(), size=m.und_size)
+                                               .to(next(m.parameters()).device)))
+for i in range(N_CAP):
+    print(f"image {i} · truth: {truth[i]}")
+    for arch in ARCHS:
+        for label, key in ARMS.items():
+            c = captions[(arch, key)][i]
+            ok = geneval.score_i2t([c], [cap_world.scene(i)])["exact"] == 1.0
+            print(f"   {arch:8s} {label:9s} {'✓' if ok else '✗'} {c}")
+plotting.image_grid(cap_world.images(), nrow=N_CAP, titles=[f"image {i}" for i in range(N_CAP)])
+
+# %% [markdown]
+# The frozen arms caption exactly like their bases — the same weights give the same greedy captions. The
+# unfrozen arms have lost the skill, each in its own way (measured here): BAGEL's captions still start
+# plausibly and then drift into wrong objects and repeated words; OpenUni's VLM, whose language head now takes
+# generation gradients, collapses to one degenerate string ("green right right …") for most images.
+
+# %%
+for arch in ARCHS:
+    assert captions[(arch, "understanding")] == captions[(arch, "base")]  # frozen: identical captions
+    wrong = [geneval.score_i2t([c], [cap_world.scene(i)])["exact"] == 0.0
+             for i, c in enumerate(captions[(arch, "none")])]
+    assert sum(wrong) >= N_CAP - 1  # unfrozen: (nearly) every shown caption is wrong
+
+# %%
 plotting.plot_history(results[(ARCHS[0], "understanding")][2], keys=["loss_reca"],
                       title=f"{ARCHS[0]}: RecA loss with understanding frozen")
 
@@ -133,11 +178,15 @@ plotting.plot_history(results[(ARCHS[0], "understanding")][2], keys=["loss_reca"
 #   in `results/claims.md`.
 #
 # ## Exercises
-# 1. **Knob: `freeze="lora"`.** Train only LoRA adapters on the generation side (peft). Are the understanding
-#    weights still identical? How does the RecA loss compare?
-# 2. **Knob: `lambda_i2t`.** Unfreeze and mix I2T back in (`lambda_i2t=1.0, i2t_ratio=1.0`): does it rescue
-#    understanding like it does for shared models (notebook 05)?
-# 3. **Knob: `BagelMiniConfig.detach_und`.** Set it False with the freeze on: which parameters still get gradients?
+# Times are for one CPU thread, estimated from the training cell of section 2 (4 arms of 60 steps: up to ≈ 4
+# min measured, ≤ 1 min per arm). None of them needs a GPU at these settings.
+# 1. **Knob: `freeze="lora"`.** *(≈ 2 min: one arm per model)* Train only LoRA adapters on the generation side
+#    (peft). Are the understanding weights still identical? How does the RecA loss compare?
+# 2. **Knob: `lambda_i2t`.** *(≈ 3 min: one arm per model, plus an I2T batch per step)* Unfreeze and mix I2T
+#    back in (`lambda_i2t=1.0, i2t_ratio=1.0`): does it rescue understanding like it does for shared models
+#    (notebook 05)?
+# 3. **Knob: `BagelMiniConfig.detach_und`.** *(seconds: one backward pass)* Set it False with the freeze on:
+#    which parameters still get gradients?
 
 # %%
 # Check for exercise 1's premise: LoRA targets never include understanding weights

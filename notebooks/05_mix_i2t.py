@@ -16,14 +16,14 @@
 # [![Open in Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/OWNER/reca_nb/blob/main/notebooks/05_mix_i2t.ipynb)
 #
 # **What you will learn**
-# - why a model whose understanding and generation share weights (Show-o, Janus, Harmon) loses understanding
-#   when trained on a generation objective alone — RecA included;
+# - why a model whose understanding and generation share weights (Show-o VQ and CLIP, Janus, Harmon) loses
+#   understanding when trained on a generation objective alone — RecA included;
 # - how the paper's 1:1 I2T mix (`i2t_ratio`, `lambda_i2t`) keeps it, measured as exact-match captions on
-#   held-out scenes;
+#   held-out scenes, after training and step by step during it;
 # - how to read a two-arm comparison: same base, same seed, same RecA batches, one knob changed.
 #
 # **Prerequisites**: notebooks 01–02. Paper: RecA §3.3 (Show-o / Harmon: RecA + LLaVA I2T data 1:1).
-# **Runtime**: CPU ≈ 2 min.
+# **Runtime**: CPU ≈ 3–5 min (measured: 2.6–5.2 min on one thread of a shared 2-core CPU).
 
 # %% Colab only: fetch the repository and install it (does nothing elsewhere)
 import os
@@ -47,8 +47,9 @@ from reca_nb.train import train
 torch.manual_seed(0)
 
 # %% tags=["parameters"]
-ARCHS = [a for a in ("showo-clip", "janus", "harmon") if archs.base_path(a).exists()]
+ARCHS = [a for a in ("showo-vq", "showo-clip", "janus", "harmon") if archs.base_path(a).exists()]
 STEPS = 60  # RecA steps per arm
+EVAL_EVERY = 15  # I2T is measured every EVAL_EVERY steps (and at the end) during training
 LR = 2e-3  # 4x the preset's, so that forgetting shows in a short CPU run
 BATCH = 16
 N_I2T = 60  # held-out scenes
@@ -73,15 +74,23 @@ assert all(preset(a).i2t_ratio == 1.0 and preset(a).lambda_i2t == 1.0 for a in A
 # %% [markdown]
 # ## 2 · RecA alone vs RecA + I2T
 #
-# Same base, seed and RecA batches; the only change is whether I2T pairs are mixed in 1:1.
+# Same base, seed and RecA batches; the only change is whether I2T pairs are mixed in 1:1. `train()` measures
+# I2T on the same held-out scenes every `EVAL_EVERY` steps (`evals=`, in eval mode with its own random state,
+# so measuring never changes training); the last measurement, at the final step, is the arm's score.
 
 # %%
-def arm(arch, mix):
+def i2t_exact(model):
+    return geneval.evaluate_i2t(model, n=N_I2T, progress=False)
+
+
+def arm(arch, mix, i2t_ratio=1.0):
     model = archs.load_base(arch)
     recipe = replace(preset(arch, "reca"), steps=STEPS, batch=BATCH, lr=LR, warmup=5, log_every=10,
-                     save_every=0, i2t_ratio=1.0 if mix else 0.0, lambda_i2t=1.0 if mix else 0.0)
-    hist = train(model, recipe)
-    return geneval.evaluate_i2t(model, n=N_I2T, progress=False)["exact"], hist
+                     save_every=0, i2t_ratio=i2t_ratio if mix else 0.0, lambda_i2t=1.0 if mix else 0.0,
+                     eval_every=EVAL_EVERY)
+    hist = train(model, recipe, evals={"i2t": i2t_exact})
+    assert hist[-1]["step"] == STEPS and "eval" in hist[-1]  # the end-of-run measurement
+    return hist[-1]["eval"]["i2t"]["exact"], hist
 
 
 scores, histories = {}, {}
@@ -95,15 +104,16 @@ for arch in ARCHS:
 # %%
 plotting.plot_bars({a: {"base": scores[(a, "base")], "RecA only": scores[(a, False)],
                          "RecA + I2T": scores[(a, True)]} for a in ARCHS},
-                   title="I2T exact match on held-out scenes", ylabel="exact match")
+                   title="I2T exact match on held-out scenes", ylabel="exact match", ylim=(0, 1.3))
 
 # %% [markdown]
-# **What we measured** (2 CPU threads, 60 steps at lr 2e-3, 60 held-out scenes): Show-o CLIP 0.93 → 0.05
-# without I2T vs 0.50 with it; Janus 1.00 → 0.00 without vs 0.97 with; Harmon 0.95 → 0.02 without vs 0.83
-# with. Mixing keeps far more understanding in all three — but on Show-o CLIP not all of it: at this aggressive
-# learning rate the mixed arm still loses 0.4. (At the preset's lr 5e-4 and 400 steps, 3 seeds: 0.70 with the
-# mix vs 0.22 without, base 0.95 — claim 3 in `results/claims.md`.) The cell below checks the claim we make:
-# the mix retains at least 0.3 more exact captions than RecA alone, on every shared model.
+# **What we measured** (one CPU thread, 60 steps at lr 2e-3, 60 held-out scenes): Show-o VQ 0.97 → 0.02
+# without I2T vs 0.83 with it; Show-o CLIP 0.93 → 0.05 without vs 0.50 with; Janus 1.00 → 0.00 without vs 0.97
+# with; Harmon 0.95 → 0.02 without vs 0.83 with. Mixing keeps far more understanding on all four — but on
+# Show-o CLIP not all of it: at this aggressive learning rate the mixed arm still loses 0.4. (At the preset's
+# lr 5e-4 and 400 steps, 3 seeds: Show-o CLIP 0.70 with the mix vs 0.22 without, Show-o VQ 0.87 vs 0.31 —
+# claim 3 in [`results/claims.md`](../results/claims.md), reproduced on all four.) The cell below checks the
+# claim we make: the mix retains at least 0.3 more exact captions than RecA alone, on every shared model.
 
 # %%
 for arch in ARCHS:
@@ -111,17 +121,57 @@ for arch in ARCHS:
     assert scores[(arch, False)] <= scores[(arch, "base")] - 0.5  # RecA alone wrecks understanding
 
 # %% [markdown]
+# The same comparison step by step: I2T exact match during training (step 0 = the base).
+
+# %%
+def i2t_curve(arch, mix):
+    rows = [r for r in histories[(arch, mix)] if "eval" in r]
+    return [0] + [r["step"] for r in rows], [scores[(arch, "base")]] + [r["eval"]["i2t"]["exact"] for r in rows]
+
+
+curves = {a: {"RecA only": i2t_curve(a, False), "RecA + I2T": i2t_curve(a, True)} for a in ARCHS}
+print("steps", curves[ARCHS[0]]["RecA only"][0])
+for arch, arms in curves.items():
+    print(f"{arch:11s}", " | ".join(f"{name}: " + " ".join(f"{v:.2f}" for v in vals)
+                                    for name, (steps, vals) in arms.items()))
+plotting.plot_curves(curves, title=f"I2T exact match during RecA ({N_I2T} held-out scenes)",
+                     ylabel="I2T exact match")
+
+# %% [markdown]
+# The curves say *when* it happens: without the mix understanding is gone by the first measurement (step 15)
+# and never comes back; with it, the mixed arm stays above the RecA-only arm at every measurement. On Janus and
+# Harmon the mixed arm first dips (to 0.55 and 0.33 at step 15, while the fresh RecA gradients dominate) and
+# then recovers most of the way as the I2T term pulls the shared weights back; Show-o VQ dips less (to 0.78),
+# and Show-o CLIP dips and stays near 0.4–0.5.
+
+# %%
+for arch, arms in curves.items():
+    (steps, only), (_, mix) = arms["RecA only"], arms["RecA + I2T"]
+    assert steps[0] == 0 and steps[-1] == STEPS and len(steps) == STEPS // EVAL_EVERY + 1
+    assert only[1] <= only[0] - 0.5 and max(only[1:]) <= 0.2  # gone by step 15, never back
+    assert all(m >= o + 0.25 for m, o in zip(mix[1:], only[1:]))  # the mix is ahead at every measurement
+    assert mix[-1] == scores[(arch, True)] and only[-1] == scores[(arch, False)]  # the bars' numbers
+for arch in ("janus", "harmon"):
+    mix = curves[arch]["RecA + I2T"][1]
+    assert mix[-1] >= min(mix) + 0.3  # dip, then recovery
+
+# %% [markdown]
 # ## Summary
 # - Shared-parameter UMMs forget how to caption when a generation-only objective (RecA) rewrites the shared
-#   weights; mixing I2T 1:1 keeps most of it (all of it on Janus, about half on Show-o CLIP at lr 2e-3).
+#   weights — within the first 15 steps here; mixing I2T 1:1 keeps most of it (all of it on Janus, most on
+#   Show-o VQ and Harmon, about half on Show-o CLIP at lr 2e-3).
 # - Decoupled models solve the same problem by freezing (notebook 04); shared ones cannot, so they mix.
-# - The multi-seed verdict is claim 3 in `results/claims.md`.
+# - The multi-seed verdict is claim 3 in [`results/claims.md`](../results/claims.md): reproduced on all four.
 #
 # ## Exercises
-# 1. **Knob: `i2t_ratio`.** Try 0.25 and 0.5: how little I2T is enough?
-# 2. **Knob: `STEPS`.** Double it: does the RecA-only arm keep falling?
-# 3. **Knob: `und_res` for I2T.** Evaluate with `geneval.evaluate_i2t(model, und_size=...)` at the bottleneck
-#    size: is understanding at the RecA input resolution kept too?
+# Times are for one CPU thread, estimated from the training cell of section 2 (8 arms of 60 steps with I2T
+# measured every 15: 2.5–5 min measured, depending on the machine's load; ≈ 20–35 s per arm).
+# 1. **Knob: `i2t_ratio`.** *(≈ 4–6 min: 8 mixed arms)* Try 0.25 and 0.5 (`arm(arch, True, i2t_ratio=0.25)`):
+#    how little I2T is enough?
+# 2. **Knob: `STEPS`.** *(GPU / long: ≈ 5–10 min on CPU, estimated: twice the training cell)* Double it: does the
+#    RecA-only arm keep falling, and does the mixed arm keep recovering?
+# 3. **Knob: `und_res` for I2T.** *(seconds per model)* Evaluate with `geneval.evaluate_i2t(model,
+#    und_size=...)` at the bottleneck size: is understanding at the RecA input resolution kept too?
 
 # %%
 # Check for exercise 1's premise: the I2T batch scales with the ratio

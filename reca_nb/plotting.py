@@ -5,6 +5,9 @@
   plot_history(history, keys=None)         training curves from the history list train() returns
   plot_collapse(histories)                 the copy-collapse picture (RecA paper §3.2, practice 1): RecA loss
                                            per run on a log axis, and the collapse ratio beside it
+  plot_bars(groups)                        grouped bars, e.g. {arch: {arm: I2T exact}}
+  plot_paired_diffs(diffs, labels)         one bar per matched pair (A - B) and their mean, per metric
+  plot_curves(curves)                      one panel per group, one line per arm, e.g. I2T over steps
 
 Figures are plain `matplotlib.figure.Figure` objects, not registered with pyplot: no global state, no
 backend switch, nothing to close, headless-safe (Agg). In Jupyter, leave the figure as the cell's last
@@ -192,4 +195,65 @@ def plot_bars(groups: dict, title: str = "", ylabel: str = "", ylim=(0, 1.05)):
     ax.set_title(title)
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8, ncol=min(len(arms), 4))
+    return fig
+
+
+def plot_paired_diffs(diffs: dict, labels, title: str = "", xlabel: str = "matched pair"):
+    """Paired differences, one panel per metric: `diffs` = {metric: [arm A - arm B per matched pair]}, `labels`
+    names the pairs (x axis). Bars per pair, a zero line, and the mean difference as a dashed line."""
+    if not diffs:
+        raise ValueError("plot_paired_diffs needs at least one metric")
+    labels = [str(x) for x in labels]
+    for name, vals in diffs.items():
+        if len(vals) != len(labels):
+            raise ValueError(f"metric {name!r} has {len(vals)} differences for {len(labels)} pairs")
+    fig = new_figure(figsize=(max(3.2, 0.28 * len(labels) + 1.0) * len(diffs), 3.4), layout="constrained")
+    axes = fig.subplots(1, len(diffs), squeeze=False)[0]
+    xs = np.arange(len(labels))
+    for ax, (name, vals) in zip(axes, diffs.items()):
+        vals = np.asarray(vals, dtype=float)
+        ax.bar(xs, vals, 0.7, color=["tab:blue" if v >= 0 else "tab:red" for v in vals])
+        ax.axhline(0.0, color="black", lw=0.8)
+        mean = float(np.mean(vals))
+        ax.axhline(mean, color="grey", lw=1.0, ls="--", label=f"mean {mean:+.2g}")
+        ax.set_xticks(xs, labels, rotation=60, ha="right", fontsize=7)
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel(xlabel, fontsize=8)
+        ax.grid(axis="y", alpha=0.3)
+        ax.legend(fontsize=7)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def plot_curves(curves: dict, title: str = "", ylabel: str = "", xlabel: str = "step", ylim=(-0.05, 1.05),
+                ncols: int = 4):
+    """Small multiples of metric-vs-step curves: `curves` = {panel: {line: (steps, values)}}, e.g.
+    {arch: {"RecA only": ([0, 20, 40], [.9, .5, .2]), "RecA + I2T": (...)}}; one panel per key, shared y."""
+    if not curves:
+        raise ValueError("plot_curves needs at least one panel")
+    n = len(curves)
+    ncol = min(ncols, n)
+    nrows = math.ceil(n / ncol)
+    fig = new_figure(figsize=(3.2 * ncol, 2.8 * nrows + 0.4), layout="constrained")
+    axes = fig.subplots(nrows, ncol, squeeze=False, sharey=True)
+    for k, ax in enumerate(axes.flat):
+        if k >= n:
+            fig.delaxes(ax)
+            continue
+        panel, lines = list(curves.items())[k]
+        for name, (steps, vals) in lines.items():
+            if len(steps) != len(vals):
+                raise ValueError(f"{panel}/{name}: {len(steps)} steps but {len(vals)} values")
+            ax.plot(steps, vals, marker="o", ms=3, label=name)
+        ax.set_title(str(panel), fontsize=9)
+        ax.set_xlabel(xlabel, fontsize=8)
+        if ylim is not None:
+            ax.set_ylim(*ylim)
+        ax.grid(alpha=0.3)
+        if k % ncol == 0:
+            ax.set_ylabel(ylabel)
+    axes.flat[0].legend(fontsize=7)
+    if title:
+        fig.suptitle(title)
     return fig

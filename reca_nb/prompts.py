@@ -27,13 +27,23 @@ def _all_templates() -> tuple:
     return tuple(out)
 
 
-def load_templates(mode: str = "diverse") -> tuple:
-    """'diverse': every shipped template (>=360 unique); 'single': just SINGLE_PROMPT."""
+def load_templates(mode: str = "diverse", n: int | None = None, seed: int = 0) -> tuple:
+    """'diverse': every shipped template (>=360 unique); 'single': just SINGLE_PROMPT.
+
+    n: keep a fixed random subset of n templates (drawn without replacement with random.Random(seed), kept
+    in file order), for ablations on the number of templates; None (default) keeps them all."""
     if mode == "diverse":
-        return _all_templates()
-    if mode == "single":
-        return (SINGLE_PROMPT,)
-    raise ValueError(f"prompt mode must be 'diverse' or 'single', got {mode!r}")
+        pool = _all_templates()
+    elif mode == "single":
+        pool = (SINGLE_PROMPT,)
+    else:
+        raise ValueError(f"prompt mode must be 'diverse' or 'single', got {mode!r}")
+    if n is None:
+        return pool
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= len(pool):
+        raise ValueError(f"n must be an int in 1..{len(pool)} for mode {mode!r}, got {n!r}")
+    keep = sorted(random.Random(seed).sample(range(len(pool)), n))
+    return tuple(pool[i] for i in keep)
 
 
 def sample_templates(n: int, mode: str = "diverse", rng: random.Random | None = None) -> list:

@@ -103,3 +103,30 @@ def test_figures_render_as_png_in_a_fresh_ipython_shell():
         assert data["image/png"][:4] == b"\x89PNG"
     finally:
         InteractiveShell.clear_instance()
+
+
+def test_plot_paired_diffs_one_bar_per_pair_and_mean_line(tmp_path):
+    fig = plotting.plot_paired_diffs({"T2I": [0.1, -0.05, 0.0], "loss": [0.01, 0.02, 0.03]}, ["a", "b", "c"],
+                                     title="diverse - single")
+    assert isinstance(fig, Figure) and len(fig.axes) == 2
+    ax = fig.axes[0]
+    assert [round(p.get_height(), 2) for p in ax.patches] == [0.1, -0.05, 0.0]
+    assert ax.get_lines()[-1].get_ydata()[0] == pytest.approx(0.05 / 3)  # the mean line
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["a", "b", "c"]
+    fig.savefig(tmp_path / "d.png")
+    with pytest.raises(ValueError, match="2 differences for 3 pairs"):
+        plotting.plot_paired_diffs({"T2I": [0.1, 0.2]}, ["a", "b", "c"])
+    with pytest.raises(ValueError):
+        plotting.plot_paired_diffs({}, [])
+
+
+def test_plot_curves_one_panel_per_key_one_line_per_arm(tmp_path):
+    curves = {a: {"RecA only": ([0, 10, 20], [0.9, 0.5, 0.1]), "RecA + I2T": ([0, 10, 20], [0.9, 0.8, 0.8])}
+              for a in ("showo-vq", "showo-clip", "janus", "harmon", "x")}
+    fig = plotting.plot_curves(curves, title="I2T", ylabel="exact", ncols=4)
+    assert isinstance(fig, Figure) and len(fig.axes) == 5  # 2 rows of 4, three empty axes removed
+    assert [ax.get_title() for ax in fig.axes] == list(curves)
+    assert _lines(fig.axes[0]) == 2 and list(fig.axes[0].get_lines()[1].get_ydata()) == [0.9, 0.8, 0.8]
+    fig.savefig(tmp_path / "c.png")
+    with pytest.raises(ValueError, match="2 values"):
+        plotting.plot_curves({"a": {"b": ([0, 1, 2], [0.1, 0.2])}})

@@ -71,3 +71,20 @@ def test_sampling_is_reproducible_and_diverse():
     c = prompts.sample_templates(64, "diverse", random.Random(124))
     assert a == b and a != c
     assert len(set(a)) > 40  # 64 uniform draws from >= 360 templates are mostly distinct
+
+
+def test_template_subset_is_fixed_and_default_unchanged():
+    full = prompts.load_templates("diverse")
+    assert prompts.load_templates("diverse", n=None) == full  # the default keeps every template
+    sub = prompts.load_templates("diverse", n=20)
+    assert len(sub) == len(set(sub)) == 20 and set(sub) <= set(full)
+    assert list(sub) == [t for t in full if t in set(sub)]  # file order
+    assert prompts.load_templates("diverse", n=20) == sub  # same seed, same subset
+    assert prompts.load_templates("diverse", n=20, seed=1) != sub
+    assert prompts.load_templates("diverse", n=len(full)) == full
+    assert prompts.load_templates("single", n=1) == (prompts.SINGLE_PROMPT,)
+    for bad in (0, len(full) + 1, 2.5, True):
+        with pytest.raises(ValueError, match="n must be"):
+            prompts.load_templates("diverse", n=bad)
+    with pytest.raises(ValueError, match="n must be"):
+        prompts.load_templates("single", n=2)
