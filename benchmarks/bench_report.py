@@ -26,3 +26,48 @@ def md_table(header: list, rows: list) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
     return "\n".join(lines)
+
+
+# --- one measurement, every place a newcomer reads a runtime ------------------------------------------------
+# series_time.py measures each notebook once; these put that number into README's table and the notebook's
+# own header, and tests/test_runtimes.py checks that all three agree.
+HEADER = re.compile(r"(\*\*Runtime\*\*: CPU[^≈\n]*≈ )[0-9.]+(?:–[0-9.]+)? (?:min|s)\b")
+README_ROW = re.compile(r"^(\| \[`(\d\d_\w+)\.ipynb`\][^|]*\|[^|]*\|[^|]*\| )([^|]*?)( \|)", re.M)
+
+
+def runtime_label(seconds: float) -> str:
+    """20 -> "20 s", 95 -> "1.5 min", 250 -> "4 min": the precision a reader needs."""
+    if seconds < 90:
+        return f"{max(5, round(seconds / 5) * 5):.0f} s"
+    minutes = seconds / 60
+    return f"{round(minutes * 2) / 2:g} min" if minutes < 5 else f"{round(minutes):.0f} min"
+
+
+def read_series_times(bench_md=None) -> dict:
+    """{notebook stem: seconds} from the series_time section of results/bench.md."""
+    text = Path(bench_md or REPO_ROOT / "results" / "bench.md").read_text()
+    section = text.split("<!-- bench:series_time -->", 1)[1].split("<!-- /bench:series_time -->", 1)[0]
+    return {m[1]: float(m[2]) for m in re.finditer(r"^\| `(\d\d_\w+)\.ipynb` \| ([0-9.]+) \|", section, re.M)}
+
+
+def apply_runtimes(times: dict, root=REPO_ROOT) -> list:
+    """Write each notebook's measured runtime into README.md's table and the notebook's header; returns the
+    files changed (the .ipynb are regenerated from the .py by tools/sync_notebooks.py afterwards)."""
+    root, changed = Path(root), []
+    readme = root / "README.md"
+    text = readme.read_text()
+    new = README_ROW.sub(lambda m: m[1] + (f"≈ {runtime_label(times[m[2]])}" if m[2] in times else m[3]) + m[4],
+                         text)
+    if new != text:
+        readme.write_text(new)
+        changed.append(readme)
+    for stem, seconds in times.items():
+        src = root / "notebooks" / f"{stem}.py"
+        text = src.read_text()
+        if not HEADER.search(text):
+            raise SystemExit(f"{src} has no '**Runtime**: CPU ≈ ...' line in its header")
+        new = HEADER.sub(lambda m: m[1] + runtime_label(seconds), text, count=1)
+        if new != text:
+            src.write_text(new)
+            changed.append(src)
+    return changed

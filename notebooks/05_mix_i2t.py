@@ -23,7 +23,7 @@
 # - how to read a two-arm comparison: same base, same seed, same RecA batches, one knob changed.
 #
 # **Prerequisites**: notebooks 01–02. Paper: RecA §3.3 (Show-o / Harmon: RecA + LLaVA I2T data 1:1).
-# **Runtime**: CPU ≈ 3–5 min (measured: 2.6–5.2 min on one thread of a shared 2-core CPU).
+# **Runtime**: CPU ≈ 3–5 min (measured by `make bench`, results/bench.md).
 
 # %% Colab only: fetch the repository and install it (does nothing elsewhere)
 import os
