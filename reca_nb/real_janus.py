@@ -37,7 +37,7 @@ from dataclasses import dataclass, replace
 import torch
 import torch.nn.functional as F
 
-from .umm import UMM
+from .umm import UMM, cache_kwargs
 
 MODEL_IDS = {"1b": "deepseek-community/Janus-Pro-1B", "7b": "deepseek-community/Janus-Pro-7B"}
 DEFAULT_ID = MODEL_IDS["1b"]
@@ -375,7 +375,7 @@ class JanusPro(UMM):
         cache = DynamicCache(config=lm.config)
         pos = _positions(mask)
         out = lm(inputs_embeds=self._embed_prefix(ids, cond), attention_mask=mask, position_ids=pos,
-                 past_key_values=cache, use_cache=True)
+                 use_cache=True, **cache_kwargs(lm, cache))
         pos = pos[:, -1:]
         tokens = torch.zeros(B, self.n_gen, dtype=torch.long, device=ids.device)
         for i in range(self.n_gen):
@@ -390,7 +390,7 @@ class JanusPro(UMM):
             mask = torch.cat([mask, torch.ones_like(nxt)], 1)
             pos = pos + 1
             out = lm(inputs_embeds=self._gen_embed(nxt), attention_mask=mask, position_ids=pos,
-                     past_key_values=cache, use_cache=True)
+                     use_cache=True, **cache_kwargs(lm, cache))
         return tokens
 
     @torch.no_grad()
@@ -403,18 +403,15 @@ class JanusPro(UMM):
     def caption(self, images, max_len: int = 48):
         """Greedy answers to `i2t_question` via transformers' text `generate`."""
         from transformers import GenerationConfig
-        from transformers.utils import logging
+
+        from .janus import text_generate_quietly
 
         ids, mask = self._ids([self._i2t_prefix()] * len(images))
         gc = GenerationConfig(bos_token_id=self.tok.bos_token_id, eos_token_id=self.tok.eos_token_id,
                               pad_token_id=self.tok.pad_token_id, max_new_tokens=max_len, do_sample=False)
-        level = logging.get_verbosity()
-        logging.set_verbosity_error()  # Janus's text generate always passes guidance_scale=None: a warning
-        try:
+        with text_generate_quietly():
             out = self.hf.generate(input_ids=ids, attention_mask=mask, pixel_values=self._und_pixels(images),
                                    generation_config=gc, generation_mode="text")
-        finally:
-            logging.set_verbosity(level)
         return [s.strip() for s in self.tok.batch_decode(out[:, ids.shape[1]:], skip_special_tokens=True)]
 
     def parameter_groups(self):
