@@ -521,14 +521,15 @@ def main(argv=None):
     rec = apply_overrides(rec, args)
     model = load(cli.get("model_id"), tiny=bool(cli.get("tiny", False)), dtype=cli.get("dtype"))
     out = Path(cli["out"]) if "out" in cli else cache_dir() / "runs" / f"janus-pro-{rec.seed}"
+    progress = cli.get("progress", True) is not False
+    folder.pool(model.image_size, progress=progress, warn=False)  # read once here; train() reuses the pool
     print(folder.report() + ("" if folder.captions else " (no captions: I2T mixing off)"))
     print(f"model: {model.config.model_id if not model.config.tiny else 'tiny random Janus-Pro'} "
           f"({sum(p.numel() for p in model.parameters()) / 1e6:.1f} M params, {model.dtype}, {model.device})")
     print(format_memory(estimate_memory(model, rec)))
     print(f"recipe: {rec}\nout_dir: {out}")
     history = train(model, rec, out_dir=out, resume="latest" if cli.get("resume") is True else cli.get("resume"),
-                    progress=cli.get("progress", True) is not False, data=folder.batches)
-    print(folder.report())
+                    progress=progress, data=folder.batches)
     last = [r for r in history if "loss" in r][-1:] or [{}]
     print(f"done: {rec.steps} steps; last row {last[0]}; adapters: {out / 'adapters.safetensors'}")
     return history
