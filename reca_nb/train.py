@@ -164,6 +164,8 @@ def train(model, recipe: Recipe, out_dir=None, resume=None, callbacks=(), progre
         return []
     if not terms:
         raise ValueError("every loss weight is 0 (lambda_reca, lambda_i2t, lambda_t2i): nothing to train")
+    if recipe.warmup >= recipe.steps:
+        warnings.warn(_warmup_msg(recipe), stacklevel=2)
     out_dir = Path(out_dir) if out_dir is not None else None
     if resume is not None and out_dir is None and resume in ("latest", True):
         raise ValueError("resume='latest' needs out_dir")
@@ -335,6 +337,13 @@ def _log_row(step, lr, window, seconds, monitor, agree) -> dict:
 def _emit(row, history, callbacks, umm) -> bool:
     history.append(row)
     return any([cb(row, umm) is True for cb in callbacks])
+
+
+def _warmup_msg(recipe: Recipe) -> str:
+    peak = recipe.lr * lr_factor(recipe.steps - 1, recipe)
+    return (f"warmup={recipe.warmup} >= steps={recipe.steps}: the whole run is linear warm-up (the learning "
+            f"rate peaks at {peak:.3g} in the last step, the {recipe.schedule} schedule never runs); "
+            "set warmup < steps")
 
 
 def _bad_step_msg(what, values, step, out_dir) -> str:

@@ -39,7 +39,7 @@ def test_cli_trains_and_writes_out_dir(tmp_path, capsys):
 
 
 def test_cli_default_out_dir_under_cache(tmp_path):
-    main(["--arch=toy", "--preset=ci", "--base=none", "--steps=1", "--progress=False", "--seed=7"])
+    main(["--arch=toy", "--preset=ci", "--base=none", "--steps=1", "--warmup=0", "--progress=False", "--seed=7"])
     assert (tmp_path / "home" / "runs" / "toy-ci-7" / "model.safetensors").exists()
 
 
@@ -68,8 +68,9 @@ def test_pretrain_writes_checkpoint_and_manifest(tmp_path):
     from reca_nb import pretrain
     from reca_nb.umm import UMM
 
-    argv = ["--arch=toy", "--steps=3", "--batch=4", "--n_images=32", "--n_t2i_pairs=8", "--model.d=16",
-            f"--dest={tmp_path / 'ck'}", f"--out={tmp_path / 'run'}", "--eval=False", "--progress=False"]
+    argv = ["--arch=toy", "--steps=3", "--warmup=1", "--batch=4", "--n_images=32", "--n_t2i_pairs=8",
+            "--model.d=16", f"--dest={tmp_path / 'ck'}", f"--out={tmp_path / 'run'}", "--eval=False",
+            "--progress=False"]
     entry = pretrain.main(argv)
     path = tmp_path / "ck" / "toy.safetensors"
     manifest = json.loads((tmp_path / "ck" / "MANIFEST.json").read_text())

@@ -156,8 +156,8 @@ def test_cli_arch_janus_pro_trains_on_a_folder(photos, tmp_path, capsys):
     from reca_nb.train import main
 
     out = tmp_path / "cli"
-    history = main(["--arch=janus-pro", "--tiny", f"--image_folder={photos}", "--steps=2", "--batch=2",
-                    "--log_every=1", "--device=cpu", f"--out={out}", "--progress=False"])
+    history = main(["--arch=janus-pro", "--tiny", f"--image_folder={photos}", "--steps=2", "--warmup=1",
+                    "--batch=2", "--log_every=1", "--device=cpu", f"--out={out}", "--progress=False"])
     printed = capsys.readouterr().out
     assert [r["step"] for r in history] == [1, 2] and "loss_i2t" in history[0]
     assert "memory ESTIMATE" in printed and "2 with captions" in printed

@@ -139,6 +139,15 @@ def test_t2i_draws_from_the_small_captioned_pool():
     assert {p for c in m.kinds("t2i") for p in c[2]} <= set(t2i_pool(5, 0, 32).texts)
 
 
+def test_warmup_not_below_steps_warns():
+    with pytest.warns(UserWarning, match=r"warmup=5 >= steps=3: the whole run is linear warm-up") as caught:
+        train(toy(), rec(steps=3, warmup=5), progress=False)
+    assert len(caught) == 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        train(toy(), rec(steps=3, warmup=2), progress=False)
+
+
 def test_schedule_values():
     r = rec(steps=10, warmup=2, schedule="cosine", lr=1e-3)
     f = [lr_factor(s, r) for s in range(10)]
