@@ -11,7 +11,8 @@ import torch
 from reca_nb.collapse import CollapseMonitor
 from reca_nb.prompts import SINGLE_PROMPT, load_templates
 from reca_nb.recipe import Recipe
-from reca_nb.train import (CheckpointError, apply_freeze, build_optimizer, load_checkpoint, lr_factor, train)
+from reca_nb.train import (CheckpointError, TrainingInterrupted, apply_freeze, build_optimizer, load_checkpoint,
+                           lr_factor, train)
 from tests.toy_umm import ToyConfig, ToyUMM
 
 
@@ -292,9 +293,10 @@ def _sigint_round_trip(tmp_path):
         if row["step"] == 3:
             os.kill(os.getpid(), signal.SIGINT)  # delivered mid-run; the loop finishes the step first
 
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(TrainingInterrupted, match="interrupted at step 3") as stopped:  # a KeyboardInterrupt
         train(toy(), r, out_dir=tmp_path, callbacks=[ctrl_c], progress=False)
     assert [p.name for p in sorted(tmp_path.glob("ckpt-*"))] == ["ckpt-000003.safetensors"]
+    assert stopped.value.step == 3 and stopped.value.checkpoint == tmp_path / "ckpt-000003.safetensors"
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
     res = train(toy(), r, out_dir=tmp_path, resume="latest", progress=False)
     assert losses(res) == losses(full)
