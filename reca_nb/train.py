@@ -552,7 +552,7 @@ def _find_checkpoint(out_dir, resume):
         return load_checkpoint(resume)  # an explicit file must be good
     candidates = _checkpoints(out_dir)[::-1]
     if not candidates:
-        print(f"resume='latest': no checkpoint in {out_dir} yet, starting from step 0", file=sys.stderr)
+        tqdm.write(f"resume='latest': no checkpoint in {out_dir} yet, starting from step 0")
         return None
     for path in candidates:
         try:
