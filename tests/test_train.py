@@ -92,7 +92,7 @@ def test_blur_reaches_the_model():
             seen.setdefault("x", images)
             return super().understanding_embedding(images)
 
-    train(toy(Peek), rec(steps=1, und_res=32, blur_sigma=3.0, lambda_i2t=0), progress=False)
+    train(toy(Peek), rec(steps=1, warmup=0, und_res=32, blur_sigma=3.0, lambda_i2t=0), progress=False)
     x = seen["x"]
     assert x.shape[-1] == 32
     assert ((x[..., 1:] - x[..., :-1]) ** 2).mean() < 0.01  # smooth: no hard shape edges left
@@ -398,7 +398,7 @@ def test_loop_stays_cheap():
 
     m = toy()
     r = rec(steps=30, batch=4, lambda_i2t=0, log_every=10)
-    train(m, rec(steps=1), progress=False)  # warm imports and pools
+    train(m, rec(steps=1, warmup=0), progress=False)  # warm imports and pools
     t = time.process_time()
     train(m, r, progress=False)
     loop = time.process_time() - t
