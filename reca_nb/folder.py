@@ -77,9 +77,10 @@ class ImageFolder:
                 + (f", {len(self.skipped)} skipped" if self.skipped else "") + ")")
 
     # --- pixels ------------------------------------------------------------------------------------
-    def pool(self, size: int, progress: bool = True):
+    def pool(self, size: int, progress: bool = True, warn: bool = True):
         """(images uint8 (N, 3, size, size), captions list[str | None]) of every readable image; built once
-        per size. Unreadable / too small files are skipped, counted in `self.skipped` and reported."""
+        per size. Unreadable / too small files are skipped, counted in `self.skipped` and, with `warn`,
+        reported in a UserWarning (callers that print `report()` instead pass warn=False)."""
         if size in self._pools:
             return self._pools[size]
         from tqdm.auto import tqdm
@@ -95,7 +96,7 @@ class ImageFolder:
             images.append((img[0] * 255).round().to(torch.uint8))
             texts.append(self.captions.get(path))
         self.skipped.update(skipped)
-        if skipped:
+        if skipped and warn:
             reasons = Counter(r.split(":")[0] for r in skipped.values())
             first = ", ".join(p.name for p in list(skipped)[:3])
             warnings.warn(f"{self.root}: skipped {len(skipped)} of {len(self.files)} files "
@@ -107,11 +108,13 @@ class ImageFolder:
         return self._pools[size]
 
     def report(self) -> str:
-        """One line: files, captions, skipped files by reason."""
+        """One line: images read of the files found, captions, skipped files by reason (after `pool`)."""
+        found = f"{len(self.files)} image files, {len(self.captions)} with captions"
+        if not self._pools:
+            return f"{self.root}: {found} (not read yet)"
         reasons = Counter(r.split(":")[0] for r in self.skipped.values())
         skipped = ", ".join(f"{n} {r}" for r, n in reasons.most_common()) or "none"
-        return (f"{self.root}: {len(self.files)} image files, {len(self.captions)} with captions, "
-                f"skipped: {skipped}")
+        return f"{self.root}: read {len(self.files) - len(self.skipped)} of {found}, skipped: {skipped}"
 
     def batches(self, size: int, seed: int = 0, prompts: str = "diverse", device="cpu") -> "FolderBatches":
         """The training loop's sampler at the model's generation resolution: `train(..., data=folder.batches)`."""

@@ -45,6 +45,7 @@ import argparse
 import json
 import math
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -54,7 +55,7 @@ from torch import nn
 
 from .paths import DATA_DIR
 from .text import tokenizer
-from .umm import UMM
+from .umm import UMM, cache_kwargs
 
 VQ_FILE = DATA_DIR / "tokenizers" / "janus_vq.safetensors"
 VQ_COMMAND = "python -m reca_nb.janus fit-vq"
@@ -299,7 +300,7 @@ class JanusMini(UMM):
             cond = None if cond is None else torch.cat([cond, cond])  # unconditional rows have no IMG slots
         emb = self._embed_prefix(ids, cond)
         cache = DynamicCache(config=lm.config)
-        out = lm(inputs_embeds=emb, attention_mask=mask, past_key_values=cache, use_cache=True)
+        out = lm(inputs_embeds=emb, attention_mask=mask, use_cache=True, **cache_kwargs(lm, cache))
         tokens = torch.zeros(B, self.n_gen, dtype=torch.long, device=ids.device)
         for i in range(self.n_gen):
             logits = self.hf.model.generation_head(out.last_hidden_state[:, -1])  # (B or 2B, K)
@@ -312,7 +313,7 @@ class JanusMini(UMM):
             nxt = tokens[:, i:i + 1].repeat(2 if guided else 1, 1)  # (B or 2B, 1)
             mask = torch.cat([mask, torch.ones_like(nxt)], 1)
             out = lm(inputs_embeds=self.hf.prepare_embeddings_for_image_generation(nxt), attention_mask=mask,
-                     past_key_values=cache, use_cache=True)
+                     use_cache=True, **cache_kwargs(lm, cache))
         return tokens
 
     @torch.no_grad()
@@ -324,9 +325,10 @@ class JanusMini(UMM):
     def caption(self, images, max_len: int = 24):
         """Greedy captions via transformers' text `generate` (pixel_values fill the IMG slots)."""
         prefix = self._und_ids(len(images))
-        out = self.hf.generate(prefix, pixel_values=self._und_pixels(images),
-                               attention_mask=torch.ones_like(prefix), max_length=prefix.shape[1] + max_len,
-                               do_sample=False, suppress_tokens=[self.img_id])
+        with text_generate_quietly():
+            out = self.hf.generate(prefix, pixel_values=self._und_pixels(images),
+                                   attention_mask=torch.ones_like(prefix), max_length=prefix.shape[1] + max_len,
+                                   do_sample=False, suppress_tokens=[self.img_id])
         return [self.tok.decode(row[prefix.shape[1]:]) for row in out.tolist()]
 
     def parameter_groups(self):
@@ -334,6 +336,21 @@ class JanusMini(UMM):
 
 
 JanusMini.config_cls = JanusMiniConfig
+
+
+@contextmanager
+def text_generate_quietly():
+    """transformers' logging at error level for the duration: Janus's text-mode `generate` always adds
+    guidance_scale=None next to the generation config it builds, and transformers then logs a warning
+    ("Passing `generation_config` together with ...") that no caller argument can avoid."""
+    from transformers.utils import logging
+
+    level = logging.get_verbosity()
+    logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        logging.set_verbosity(level)
 
 
 def _pick(logits, temperature, top_k, generator):

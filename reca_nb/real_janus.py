@@ -37,7 +37,7 @@ from dataclasses import dataclass, replace
 import torch
 import torch.nn.functional as F
 
-from .umm import UMM
+from .umm import UMM, cache_kwargs
 
 MODEL_IDS = {"1b": "deepseek-community/Janus-Pro-1B", "7b": "deepseek-community/Janus-Pro-7B"}
 DEFAULT_ID = MODEL_IDS["1b"]
@@ -375,7 +375,7 @@ class JanusPro(UMM):
         cache = DynamicCache(config=lm.config)
         pos = _positions(mask)
         out = lm(inputs_embeds=self._embed_prefix(ids, cond), attention_mask=mask, position_ids=pos,
-                 past_key_values=cache, use_cache=True)
+                 use_cache=True, **cache_kwargs(lm, cache))
         pos = pos[:, -1:]
         tokens = torch.zeros(B, self.n_gen, dtype=torch.long, device=ids.device)
         for i in range(self.n_gen):
@@ -390,7 +390,7 @@ class JanusPro(UMM):
             mask = torch.cat([mask, torch.ones_like(nxt)], 1)
             pos = pos + 1
             out = lm(inputs_embeds=self._gen_embed(nxt), attention_mask=mask, position_ids=pos,
-                     past_key_values=cache, use_cache=True)
+                     use_cache=True, **cache_kwargs(lm, cache))
         return tokens
 
     @torch.no_grad()
@@ -403,18 +403,15 @@ class JanusPro(UMM):
     def caption(self, images, max_len: int = 48):
         """Greedy answers to `i2t_question` via transformers' text `generate`."""
         from transformers import GenerationConfig
-        from transformers.utils import logging
+
+        from .janus import text_generate_quietly
 
         ids, mask = self._ids([self._i2t_prefix()] * len(images))
         gc = GenerationConfig(bos_token_id=self.tok.bos_token_id, eos_token_id=self.tok.eos_token_id,
                               pad_token_id=self.tok.pad_token_id, max_new_tokens=max_len, do_sample=False)
-        level = logging.get_verbosity()
-        logging.set_verbosity_error()  # Janus's text generate always passes guidance_scale=None: a warning
-        try:
+        with text_generate_quietly():
             out = self.hf.generate(input_ids=ids, attention_mask=mask, pixel_values=self._und_pixels(images),
                                    generation_config=gc, generation_mode="text")
-        finally:
-            logging.set_verbosity(level)
         return [s.strip() for s in self.tok.batch_decode(out[:, ids.shape[1]:], skip_special_tokens=True)]
 
     def parameter_groups(self):
@@ -524,14 +521,15 @@ def main(argv=None):
     rec = apply_overrides(rec, args)
     model = load(cli.get("model_id"), tiny=bool(cli.get("tiny", False)), dtype=cli.get("dtype"))
     out = Path(cli["out"]) if "out" in cli else cache_dir() / "runs" / f"janus-pro-{rec.seed}"
+    progress = cli.get("progress", True) is not False
+    folder.pool(model.image_size, progress=progress, warn=False)  # read once here; train() reuses the pool
     print(folder.report() + ("" if folder.captions else " (no captions: I2T mixing off)"))
     print(f"model: {model.config.model_id if not model.config.tiny else 'tiny random Janus-Pro'} "
           f"({sum(p.numel() for p in model.parameters()) / 1e6:.1f} M params, {model.dtype}, {model.device})")
     print(format_memory(estimate_memory(model, rec)))
     print(f"recipe: {rec}\nout_dir: {out}")
     history = train(model, rec, out_dir=out, resume="latest" if cli.get("resume") is True else cli.get("resume"),
-                    progress=cli.get("progress", True) is not False, data=folder.batches)
-    print(folder.report())
+                    progress=progress, data=folder.batches)
     last = [r for r in history if "loss" in r][-1:] or [{}]
     print(f"done: {rec.steps} steps; last row {last[0]}; adapters: {out / 'adapters.safetensors'}")
     return history

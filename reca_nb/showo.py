@@ -43,7 +43,7 @@ from transformers import PhiConfig, PhiModel
 
 from .config import check_choices
 from .text import tokenizer
-from .umm import UMM
+from .umm import UMM, cache_kwargs
 from .vq import load_vq
 
 TYPE_TEXT, TYPE_UND, TYPE_GEN = 0, 1, 2
@@ -230,7 +230,7 @@ class ShowO(UMM):
         x, valid, block = torch.cat(embs, 1), torch.cat(valids, 1), torch.cat(blocks)
         pos = (valid.long().cumsum(1) - 1).clamp(min=0)
         out = self.transformer(inputs_embeds=x, attention_mask=self.omni_mask(block, valid), position_ids=pos,
-                               past_key_values=cache, use_cache=cache is not None)
+                               use_cache=cache is not None, **cache_kwargs(self.transformer, cache))
         return out.last_hidden_state, pos
 
     def _t2i_segments(self, codes_in: torch.Tensor, prompts: list, cond: torch.Tensor | None,
@@ -378,7 +378,8 @@ class ShowO(UMM):
             kv_len = cache.get_seq_length() + 1
             mask = torch.zeros(B, 1, 1, kv_len, device=self.device)  # new token sees the whole past
             step = self.transformer(inputs_embeds=self._tokens(nxt[:, None]), attention_mask=mask,
-                                  position_ids=next_pos, past_key_values=cache, use_cache=True)
+                                  position_ids=next_pos, use_cache=True,
+                                  **cache_kwargs(self.transformer, cache))
             h = step.last_hidden_state
             next_pos = next_pos + 1
         return [tok.decode(row) for row in out.tolist()]

@@ -11,7 +11,8 @@ on top of a freeze policy (practice 3) and an I2T mix (practice 4), all read fro
 Built on accelerate: the same code runs on CPU, one GPU and `accelerate launch` multi-GPU (each process draws
 its own batches, so the effective batch is batch x processes). Checkpoints are safetensors (weights,
 optimizer, scheduler, RNG streams, history); `resume="latest"` continues bit-identically on CPU. Ctrl-C
-finishes the current step, saves, then re-raises. A NaN/inf loss stops the run before the weights are touched.
+finishes the current step, saves, then raises TrainingInterrupted (a KeyboardInterrupt; the CLI turns it into
+one line with the `--resume` command). A NaN/inf loss stops the run before the weights are touched.
 """
 from __future__ import annotations
 
@@ -45,6 +46,20 @@ RESUMABLE = ("steps", "eval_every", "eval_n", "save_every", "keep_ckpts", "log_e
 
 class CheckpointError(RuntimeError):
     pass
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C ended `train()` after `step` completed steps; `checkpoint` is the newest restart point in
+    `out_dir` (None when there is none)."""
+
+    def __init__(self, step: int, out_dir):
+        ckpts = _checkpoints(out_dir)
+        self.step, self.out_dir, self.checkpoint = step, out_dir, ckpts[-1] if ckpts else None
+        if self.checkpoint is None:
+            where = "no checkpoint written (train(..., out_dir=DIR) keeps them)"
+        else:
+            where = f"newest checkpoint: {self.checkpoint}; continue with train(..., resume='latest')"
+        super().__init__(f"interrupted at step {step}; {where}")
 
 
 # ----------------------------------------------------------------------------- model: one forward, all terms
@@ -164,6 +179,8 @@ def train(model, recipe: Recipe, out_dir=None, resume=None, callbacks=(), progre
         return []
     if not terms:
         raise ValueError("every loss weight is 0 (lambda_reca, lambda_i2t, lambda_t2i): nothing to train")
+    if recipe.warmup >= recipe.steps:
+        warnings.warn(_warmup_msg(recipe), stacklevel=2)
     out_dir = Path(out_dir) if out_dir is not None else None
     if resume is not None and out_dir is None and resume in ("latest", True):
         raise ValueError("resume='latest' needs out_dir")
@@ -278,11 +295,7 @@ def train(model, recipe: Recipe, out_dir=None, resume=None, callbacks=(), progre
             except KeyboardInterrupt:
                 if clean:  # `step` names the last completed step: a clean restart point
                     save()
-                if main and out_dir is not None:
-                    ckpts = _checkpoints(out_dir)
-                    tqdm.write(f"interrupted at step {step}; newest checkpoint: "
-                               f"{ckpts[-1].name if ckpts else 'none'} in {out_dir} (resume='latest')")
-                raise
+                raise TrainingInterrupted(step, out_dir) from None
             finally:
                 bar.close()
         if out_dir is not None and main:
@@ -335,6 +348,13 @@ def _log_row(step, lr, window, seconds, monitor, agree) -> dict:
 def _emit(row, history, callbacks, umm) -> bool:
     history.append(row)
     return any([cb(row, umm) is True for cb in callbacks])
+
+
+def _warmup_msg(recipe: Recipe) -> str:
+    peak = recipe.lr * lr_factor(recipe.steps - 1, recipe)
+    return (f"warmup={recipe.warmup} >= steps={recipe.steps}: the whole run is linear warm-up (the learning "
+            f"rate peaks at {peak:.3g} in the last step, the {recipe.schedule} schedule never runs); "
+            "set warmup < steps")
 
 
 def _bad_step_msg(what, values, step, out_dir) -> str:
@@ -532,7 +552,7 @@ def _find_checkpoint(out_dir, resume):
         return load_checkpoint(resume)  # an explicit file must be good
     candidates = _checkpoints(out_dir)[::-1]
     if not candidates:
-        print(f"resume='latest': no checkpoint in {out_dir} yet, starting from step 0", file=sys.stderr)
+        tqdm.write(f"resume='latest': no checkpoint in {out_dir} yet, starting from step 0")
         return None
     for path in candidates:
         try:
@@ -619,8 +639,37 @@ def main(argv=None):
     return history
 
 
-if __name__ == "__main__":
+def cli(argv=None):
+    """`python -m reca_nb.train`: warnings, bad input and Ctrl-C each end in one line on stderr."""
+    argv = sys.argv[1:] if argv is None else argv
+    formatwarning, warnings.formatwarning = warnings.formatwarning, _one_line_warning
     try:
-        main()
-    except (ValueError, FileNotFoundError, CheckpointError) as e:  # bad input: one line, exit status 1
+        main(argv)
+    except (ValueError, FileNotFoundError, NotADirectoryError, CheckpointError) as e:  # bad input: exit 1
         raise SystemExit(f"error: {e}") from None
+    except KeyboardInterrupt as e:  # the checkpoint is already on disk (train saves before it raises)
+        print(_interrupted_line(e, argv), file=sys.stderr)
+        raise SystemExit(130) from None  # 128 + SIGINT, as a shell reports a Ctrl-C
+    finally:
+        warnings.formatwarning = formatwarning  # in-process callers (tests, runpy) keep their own format
+
+
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    return f"warning: {message}\n"
+
+
+def _interrupted_line(e: KeyboardInterrupt, argv: list) -> str:
+    """What was kept and the command that continues the run (same arguments, `--resume` for any old one)."""
+    import shlex
+
+    args = [a for a in argv if a != "--resume" and not a.startswith("--resume=")] + ["--resume"]
+    again = f"continue with: python -m reca_nb.train {shlex.join(args)}"
+    if not isinstance(e, TrainingInterrupted):
+        return f"interrupted outside the training steps; {again}"
+    if e.checkpoint is None:
+        return f"interrupted at step {e.step}; no checkpoint yet; {again}"
+    return f"interrupted at step {e.step}; checkpoint saved: {e.checkpoint}; {again}"
+
+
+if __name__ == "__main__":
+    cli()

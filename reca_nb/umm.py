@@ -19,6 +19,8 @@ the understanding resolution chosen by the recipe (the information bottleneck, p
 """
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 from abc import abstractmethod
 from dataclasses import asdict, fields
@@ -188,3 +190,15 @@ def gen_device(generator) -> torch.device:
     """Where random draws for `generator` must happen: its own device (CPU when there is none), so that
     sampling with a CPU generator is bit-identical on every device and a CUDA generator works too."""
     return generator.device if generator is not None else torch.device("cpu")
+
+
+def cache_kwargs(lm: nn.Module, cache) -> dict:
+    """The keyword argument that hands a KV cache to the forward of transformers model `lm`: `cache=` from
+    transformers 5.24 on (where `past_key_values=` warns as deprecated), `past_key_values=` before (where an
+    unknown `cache=` would vanish silently into **kwargs)."""
+    return {_cache_arg(type(lm)): cache}
+
+
+@functools.lru_cache(maxsize=None)
+def _cache_arg(cls) -> str:
+    return "cache" if "cache" in inspect.signature(cls.forward).parameters else "past_key_values"

@@ -1,10 +1,12 @@
-"""`python -m reca_nb.train`: argument handling in-process, and a SIGKILL + resume run in subprocesses.
+"""`python -m reca_nb.train`: argument handling in-process; SIGKILL + resume, Ctrl-C + resume and the one-line
+warnings in subprocesses.
 
 The CLI needs an arch without a shipped base checkpoint, so the toy registers itself through the environment
 (RECA_NB_EXTRA_ARCHS="toy=tests.toy_umm:ToyUMM") and --base=none builds it from scratch.
 """
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -39,7 +41,7 @@ def test_cli_trains_and_writes_out_dir(tmp_path, capsys):
 
 
 def test_cli_default_out_dir_under_cache(tmp_path):
-    main(["--arch=toy", "--preset=ci", "--base=none", "--steps=1", "--progress=False", "--seed=7"])
+    main(["--arch=toy", "--preset=ci", "--base=none", "--steps=1", "--warmup=0", "--progress=False", "--seed=7"])
     assert (tmp_path / "home" / "runs" / "toy-ci-7" / "model.safetensors").exists()
 
 
@@ -68,8 +70,9 @@ def test_pretrain_writes_checkpoint_and_manifest(tmp_path):
     from reca_nb import pretrain
     from reca_nb.umm import UMM
 
-    argv = ["--arch=toy", "--steps=3", "--batch=4", "--n_images=32", "--n_t2i_pairs=8", "--model.d=16",
-            f"--dest={tmp_path / 'ck'}", f"--out={tmp_path / 'run'}", "--eval=False", "--progress=False"]
+    argv = ["--arch=toy", "--steps=3", "--warmup=1", "--batch=4", "--n_images=32", "--n_t2i_pairs=8",
+            "--model.d=16", f"--dest={tmp_path / 'ck'}", f"--out={tmp_path / 'run'}", "--eval=False",
+            "--progress=False"]
     entry = pretrain.main(argv)
     path = tmp_path / "ck" / "toy.safetensors"
     manifest = json.loads((tmp_path / "ck" / "MANIFEST.json").read_text())
@@ -121,3 +124,53 @@ def test_sigkill_mid_run_then_resume_matches_uninterrupted(tmp_path):
     assert _losses(killed) == _losses(ref)  # the whole 60-step curve, bit for bit
     a, b = load_file(killed / "model.safetensors"), load_file(ref / "model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _proc_env():
+    return {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+
+
+def _lines(text):
+    return [x for x in text.splitlines() if x.strip()]
+
+
+@pytest.mark.slow
+def test_ctrl_c_saves_prints_one_resume_line_and_resume_continues(tmp_path):
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "reca_nb.train", "--arch=toy", "--preset=ci", "--base=none", "--steps=100000",
+           "--save_every=5", "--log_every=1", "--batch=4", "--und_res=16", "--threads=1", "--progress=False",
+           f"--out={out}"]
+    proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=_proc_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    deadline = time.time() + 240
+    while not list(out.glob("ckpt-*.safetensors")) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    assert proc.poll() is None, "the run ended before it could be interrupted"
+    os.kill(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "Traceback" not in err, err[-3000:]
+    assert len(_lines(err)) == 1, err[-3000:]
+    line = _lines(err)[0]
+    step = int(line.split("interrupted at step ")[1].split(";")[0])
+    assert f"checkpoint saved: {out / f'ckpt-{step:06d}.safetensors'}" in line  # the step it stopped at
+    assert (out / f"ckpt-{step:06d}.safetensors").exists()
+    again = shlex.split(line.split("continue with: ")[1])
+    assert again[:3] == ["python", "-m", "reca_nb.train"] and again[-1] == "--resume"
+    assert again[3:-1] == cmd[3:]  # the same arguments, so the same out_dir and recipe
+
+    done = subprocess.run([sys.executable, *again[1:], f"--steps={step + 2}"], cwd=REPO_ROOT, env=_proc_env(),
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"at step {step}" in done.stderr + done.stdout  # "resumed from ... at step N"
+    rows = json.loads((out / "history.json").read_text())
+    assert [r["step"] for r in rows] == list(range(1, step + 3))  # nothing lost, nothing repeated
+
+
+def test_cli_warning_is_one_line(tmp_path):
+    p = subprocess.run([sys.executable, "-m", "reca_nb.train", "--arch=toy", "--preset=ci", "--base=none",
+                        "--steps=2", "--warmup=2", "--threads=1", "--progress=False", f"--out={tmp_path / 'run'}"],
+                       cwd=REPO_ROOT, env=_proc_env(), capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert _lines(p.stderr) == [f"warning: warmup=2 >= steps=2: the whole run is linear warm-up (the learning "
+                                f"rate peaks at 0.0005 in the last step, the cosine schedule never runs); set "
+                                f"warmup < steps"], p.stderr[-3000:]

@@ -78,6 +78,17 @@ def test_corrupt_truncated_and_tiny_files_are_skipped_and_counted(tmp_path):
     assert "5 unreadable, 1 too small" in folder.report()
 
 
+def test_report_counts_what_was_read(tmp_path):
+    rgb((1, 2, 3)).save(tmp_path / "good.png")
+    (tmp_path / "bad.png").write_bytes(b"not a png")
+    folder = ImageFolder(tmp_path)
+    assert folder.report() == f"{tmp_path}: 2 image files, 0 with captions (not read yet)"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # warn=False: the caller prints report() instead
+        folder.pool(8, progress=False, warn=False)
+    assert folder.report() == f"{tmp_path}: read 1 of 2 image files, 0 with captions, skipped: 1 unreadable"
+
+
 def test_modes_become_rgb(tmp_path):
     root = tmp_path / "modes"
     root.mkdir()

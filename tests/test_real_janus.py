@@ -1,6 +1,8 @@
 """reca_nb.real_janus on a tiny random Janus-Pro of the real transformers classes (offline): the UMM interface,
 RecA + LoRA through train() on an image folder, a tiny overfit, adapters and weights saved and reloaded, the
 save_pretrained / from_pretrained path that real checkpoints take, the memory estimate and the CLI."""
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -154,8 +156,8 @@ def test_cli_arch_janus_pro_trains_on_a_folder(photos, tmp_path, capsys):
     from reca_nb.train import main
 
     out = tmp_path / "cli"
-    history = main(["--arch=janus-pro", "--tiny", f"--image_folder={photos}", "--steps=2", "--batch=2",
-                    "--log_every=1", "--device=cpu", f"--out={out}", "--progress=False"])
+    history = main(["--arch=janus-pro", "--tiny", f"--image_folder={photos}", "--steps=2", "--warmup=1",
+                    "--batch=2", "--log_every=1", "--device=cpu", f"--out={out}", "--progress=False"])
     printed = capsys.readouterr().out
     assert [r["step"] for r in history] == [1, 2] and "loss_i2t" in history[0]
     assert "memory ESTIMATE" in printed and "2 with captions" in printed
@@ -164,3 +166,15 @@ def test_cli_arch_janus_pro_trains_on_a_folder(photos, tmp_path, capsys):
         main(["--arch=janus-pro", "--tiny", f"--image_folder={photos}", "--stepz=2"])
     with pytest.raises(SystemExit, match="--image_folder is required"):
         main(["--arch=janus-pro", "--tiny"])
+
+
+def test_cli_reports_the_folder_once_after_reading(photos, tmp_path, capsys):
+    from reca_nb.train import main
+
+    (photos / "broken.png").write_bytes(b"not a png")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # the skipped file is counted in the report, not warned
+        main(["--arch=janus-pro", "--tiny", f"--image_folder={photos}", "--steps=2", "--warmup=1", "--batch=2",
+              "--device=cpu", f"--out={tmp_path / 'cli'}", "--progress=False"])
+    reports = [line for line in capsys.readouterr().out.splitlines() if line.startswith(f"{photos}:")]
+    assert reports == [f"{photos}: read 2 of 3 image files, 2 with captions, skipped: 1 unreadable"]

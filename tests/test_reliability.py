@@ -103,6 +103,20 @@ def test_cli_bad_input_in_a_real_process_exits_nonzero_without_traceback():
     assert len(lines) == 1 and "Recipe.steps expects int" in lines[0], p.stderr[-3000:]
 
 
+def test_cli_image_folder_that_is_a_file_is_one_clear_line(tmp_path):
+    from PIL import Image
+
+    from reca_nb.train import cli
+
+    photo = tmp_path / "one.png"
+    Image.new("RGB", (16, 16)).save(photo)
+    with pytest.raises(SystemExit) as exit_:
+        cli(["--arch=janus-pro", "--tiny", f"--image_folder={photo}", "--threads=1", "--progress=False"])
+    msg = exit_.value.code
+    assert isinstance(msg, str) and msg.startswith("error: ") and "\n" not in msg, msg  # exit status 1
+    assert f"{photo} is a file, not a folder of images" in msg
+
+
 # ----------------------------------------------------------------------------- unknown words
 
 @pytest.mark.parametrize("arch", list(archs.ARCHS))

@@ -11,7 +11,8 @@ import torch
 from reca_nb.collapse import CollapseMonitor
 from reca_nb.prompts import SINGLE_PROMPT, load_templates
 from reca_nb.recipe import Recipe
-from reca_nb.train import (CheckpointError, apply_freeze, build_optimizer, load_checkpoint, lr_factor, train)
+from reca_nb.train import (CheckpointError, TrainingInterrupted, apply_freeze, build_optimizer, load_checkpoint,
+                           lr_factor, train)
 from tests.toy_umm import ToyConfig, ToyUMM
 
 
@@ -91,7 +92,7 @@ def test_blur_reaches_the_model():
             seen.setdefault("x", images)
             return super().understanding_embedding(images)
 
-    train(toy(Peek), rec(steps=1, und_res=32, blur_sigma=3.0, lambda_i2t=0), progress=False)
+    train(toy(Peek), rec(steps=1, warmup=0, und_res=32, blur_sigma=3.0, lambda_i2t=0), progress=False)
     x = seen["x"]
     assert x.shape[-1] == 32
     assert ((x[..., 1:] - x[..., :-1]) ** 2).mean() < 0.01  # smooth: no hard shape edges left
@@ -137,6 +138,15 @@ def test_t2i_draws_from_the_small_captioned_pool():
     m = toy(Spy)
     train(m, rec(steps=3, lambda_reca=0, lambda_i2t=0, lambda_t2i=1, n_t2i_pairs=5), progress=False)
     assert {p for c in m.kinds("t2i") for p in c[2]} <= set(t2i_pool(5, 0, 32).texts)
+
+
+def test_warmup_not_below_steps_warns():
+    with pytest.warns(UserWarning, match=r"warmup=5 >= steps=3: the whole run is linear warm-up") as caught:
+        train(toy(), rec(steps=3, warmup=5), progress=False)
+    assert len(caught) == 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        train(toy(), rec(steps=3, warmup=2), progress=False)
 
 
 def test_schedule_values():
@@ -283,9 +293,10 @@ def _sigint_round_trip(tmp_path):
         if row["step"] == 3:
             os.kill(os.getpid(), signal.SIGINT)  # delivered mid-run; the loop finishes the step first
 
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(TrainingInterrupted, match="interrupted at step 3") as stopped:  # a KeyboardInterrupt
         train(toy(), r, out_dir=tmp_path, callbacks=[ctrl_c], progress=False)
     assert [p.name for p in sorted(tmp_path.glob("ckpt-*"))] == ["ckpt-000003.safetensors"]
+    assert stopped.value.step == 3 and stopped.value.checkpoint == tmp_path / "ckpt-000003.safetensors"
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
     res = train(toy(), r, out_dir=tmp_path, resume="latest", progress=False)
     assert losses(res) == losses(full)
@@ -387,7 +398,7 @@ def test_loop_stays_cheap():
 
     m = toy()
     r = rec(steps=30, batch=4, lambda_i2t=0, log_every=10)
-    train(m, rec(steps=1), progress=False)  # warm imports and pools
+    train(m, rec(steps=1, warmup=0), progress=False)  # warm imports and pools
     t = time.process_time()
     train(m, r, progress=False)
     loop = time.process_time() - t
