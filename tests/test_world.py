@@ -238,3 +238,18 @@ def test_evaluate_recon_scores_reconstructions_of_the_eval_scenes():
     assert r["spec"] >= 0.98 and r["exact"] >= 0.98 and r["n"] == 60 and m.training
     black = geneval.evaluate_recon(_Reconstructor(False), und_res=16, n_per_category=10, progress=False)
     assert black["spec"] == 0.0 and black["exact"] == 0.0 and 0.0 < black["cell"] < 1.0  # empty cells count
+
+
+def test_premise_cli_measures_a_base(tmp_path):
+    from reca_nb import archs, premise
+
+    torch.manual_seed(0)
+    archs.build("bagel").save(tmp_path / "bagel.safetensors")
+    out = tmp_path / "gate.json"
+    r = premise.main(["--arch=bagel", f"--ckpt={tmp_path / 'bagel.safetensors'}", "--eval_per_category=1",
+                      "--i2t_n=2", "--gap_n=8", "--gap_draws=1", f"--out={out}"])
+    assert json.loads(out.read_text())["recon"] == r["recon"]
+    assert r["recon"]["und_res"] == 16 and r["recon"]["n"] == 6 and r["t2i"]["counts"]["position"] == 1
+    assert set(r["prompt_gap"]) >= {"gap", "loss_true", "loss_shuffled"}
+    with pytest.raises(ValueError, match="gap_n"):
+        premise.main(["--gap_m=3"])
