@@ -11,7 +11,7 @@ the presets scale step counts and learning rates to 1-5 M-parameter miniatures o
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Literal
 
 import torch
@@ -60,6 +60,15 @@ class Recipe:
     n_images: int = 4000  # unlabelled pool for RecA, also the I2T pool. Paper: 10K (BAGEL) .. MidjourneyV6
     n_t2i_pairs: int = 300  # captioned pool for T2I; small, so the base has T2I headroom
     data_seed: int = 0  # which shape-world pool (rendered at the model's image_size)
+    # --- world options (reca_nb.data; all off by default, and then absent from fingerprints: WORLD_FIELDS) -
+    i2t_fact_p: float = 0.0  # share of I2T captions followed by one true relation / count / colour-shape
+    #                          sentence in the eval's words (shapes.fact_sentence), as VLM captions state them
+    t2i_sparse_p: float = 0.0  # T2I prompts lose their relation, count and binding with this probability
+    #                            (shapes.sparse_prompt): web alt-text names objects and omits the rest
+    t2i_view_p: float = 0.0  # share of T2I samples whose generator also reads the und tokens of a different,
+    #                          jittered render of the scene at the RecA bottleneck (BAGEL's editing /
+    #                          interleaved data, where the generation expert reads ViT tokens)
+    view_jitter: float = 2.0  # jitter amplitude of that render (shapes.render jitter_scale; targets use 1)
     # --- bookkeeping ----------------------------------------------------------------------------------
     eval_every: int = 0  # evaluate T2I (GenEval-mini) + I2T every N steps and at the end; 0 = never
     eval_n: int = 60  # eval prompts / images per evaluation (T2I: eval_n // 6 per category)
@@ -80,8 +89,22 @@ class Recipe:
             raise ValueError("Recipe.batch, log_every and keep_ckpts must be positive")
         if min(self.lambda_reca, self.lambda_i2t, self.lambda_t2i, self.i2t_ratio, self.blur_sigma) < 0:
             raise ValueError("lambdas, i2t_ratio and blur_sigma must be >= 0")
+        for name in ("i2t_fact_p", "t2i_sparse_p", "t2i_view_p"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"Recipe.{name} is a probability in [0, 1], got {getattr(self, name)}")
+        if self.view_jitter < 0:
+            raise ValueError(f"Recipe.view_jitter must be >= 0, got {self.view_jitter}")
 
     # --- derived ---------------------------------------------------------------------------------------
+    def key(self) -> dict:
+        """asdict(self) without the world options that are at their defaults: what fingerprints and resume
+        checks compare, so every job and checkpoint made before those options existed keeps its identity."""
+        d = asdict(self)
+        for name, default in WORLD_FIELDS.items():
+            if d[name] == default:
+                del d[name]
+        return d
+
     @property
     def i2t_batch(self) -> int:
         return round(self.i2t_ratio * self.batch) if self.lambda_i2t > 0 else 0
@@ -108,6 +131,10 @@ class Recipe:
         if self.blur_sigma > 0:
             images = gaussian_blur(images, self.blur_sigma)
         return images.clamp(0, 1)
+
+
+# fields added with the world options, and their defaults (Recipe.key() leaves them out while unset)
+WORLD_FIELDS = {"i2t_fact_p": 0.0, "t2i_sparse_p": 0.0, "t2i_view_p": 0.0, "view_jitter": 2.0}
 
 
 def gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:

@@ -409,8 +409,8 @@ def plan(cfg: ReproduceConfig) -> tuple:
 
 def fingerprint(job: Job, cfg: ReproduceConfig) -> str:
     """What a job's result depends on (not the device, threads or paths): recipes, eval settings, base."""
-    stages = [{k: v for k, v in asdict(s).items() if k != "device"} for s in arm_stages(job.arch, job.arm, cfg,
-                                                                                          job.seed)]
+    stages = [{k: v for k, v in s.key().items() if k != "device"} for s in arm_stages(job.arch, job.arm, cfg,
+                                                                                        job.seed)]
     blob = json.dumps({"stages": stages, "n_per_category": cfg.n_per_category, "i2t_n": cfg.n_i2t,
                        "eval_seed": EVAL_SEED, "base": base_fingerprint(job.arch), "v": 1},
                       sort_keys=True, default=str)

@@ -184,13 +184,61 @@ def random_scene(rng: np.random.Generator) -> Scene:
     return Scene(objs, None, "")
 
 
+# ----------------------------------------------------------------------------- world options
+# Off by default (reca_nb.recipe: i2t_fact_p, t2i_sparse_p). They move the world's text towards how real UMM
+# data looks: VLM captions state relations, counts and attribute bindings in plain words, while web alt-text
+# (the bulk of T2I pretraining data) names the objects and leaves most of that out.
+
+
+def fact_sentence(objs, rng: np.random.Generator) -> str:
+    """One true sentence about the scene in the eval's own words: a relation ("the red circle is left of the
+    blue square ."), a count ("there are two squares .") or a colour-shape binding ("there is a red circle .").
+
+    The kind is drawn uniformly among the kinds the scene allows. Relations and bindings name only objects
+    whose colour + shape is unique in the scene, so "the red circle" always refers to one object.
+    """
+    objs = tuple(objs)
+    if not objs:
+        raise ValueError("fact_sentence needs at least one object")
+    unique = [o for o in objs if sum((p.color, p.shape) == (o.color, o.shape) for p in objs) == 1]
+    pairs = [(a, b, rel) for a in unique for b in unique if a is not b
+             for rel in RELATIONS if _relation_holds(a, b, rel)]
+    counts = {s: n for s in SHAPES if (n := sum(o.shape == s for o in objs)) >= 2}
+    kinds = ["binding"] + ["relation"] * bool(pairs) + ["count"] * bool(counts)
+    kind = kinds[rng.integers(len(kinds))]
+    if kind == "relation":
+        a, b, rel = pairs[rng.integers(len(pairs))]
+        return f"the {a.color} {a.shape} is {rel} the {b.color} {b.shape} ."
+    if kind == "count":
+        shape = sorted(counts)[rng.integers(len(counts))]
+        return f"there are {NUMBERS[counts[shape]]} {PLURAL[shape]} ."
+    o = objs[rng.integers(len(objs))]
+    return f"there is a {o.color} {o.shape} ."
+
+
+def sparse_prompt(spec: Spec, rng: np.random.Generator, p: float) -> str:
+    """An alt-text-like version of `spec`'s GenEval prompt: with probability `p` its relation, count and
+    colour-shape binding are dropped ("a circle left of a square" -> "a circle and a square", "three squares"
+    -> "squares", "a red circle and a blue square" -> "a circle and a square", "a red circle" -> "a circle").
+    Prompts that carry none of them (single object, two objects) are returned as they are."""
+    if spec.category in ("single_object", "two_object") or not rng.random() < p:
+        return prompt_for(spec)
+    s = spec.shapes
+    if spec.category == "counting":
+        return PLURAL[s[0]]
+    if spec.category == "colors":
+        return f"a {s[0]}"
+    return f"a {s[0]} and a {s[1]}"  # position, color_attr
+
+
 # ----------------------------------------------------------------------------- rendering
 
-def render(scene_or_objs, size: int = 32, jitter_seed=0) -> Image.Image:
+def render(scene_or_objs, size: int = 32, jitter_seed=0, jitter_scale: float = 1.0) -> Image.Image:
     """Render at `size`x`size` (any size >= 16). Supersampled 4x, so edges are anti-aliased.
 
     Objects get a small deterministic position/size jitter derived from `jitter_seed`
-    (None: no jitter, every object centred in its cell).
+    (None: no jitter, every object centred in its cell); `jitter_scale` multiplies its amplitude
+    (1: +-6 % of a cell in position, +-3 % in radius).
     """
     if size < 16:
         raise ValueError(f"render size must be >= 16, got {size}")
@@ -202,9 +250,9 @@ def render(scene_or_objs, size: int = 32, jitter_seed=0) -> Image.Image:
     cell = ss / 2
     for o in objs:
         jx, jy, jr = (rng.uniform(-1, 1, 3) if rng is not None else (0.0, 0.0, 0.0))
-        cx = (o.col + 0.5) * cell + jx * 0.06 * cell
-        cy = (o.row + 0.5) * cell + jy * 0.06 * cell
-        r = (0.36 + 0.03 * jr) * cell
+        cx = (o.col + 0.5) * cell + jx * 0.06 * jitter_scale * cell
+        cy = (o.row + 0.5) * cell + jy * 0.06 * jitter_scale * cell
+        r = (0.36 + 0.03 * jr * jitter_scale) * cell
         fill = COLORS[o.color]
         if o.shape == "circle":
             draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=fill)

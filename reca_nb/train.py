@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 
 from .collapse import CollapseMonitor
 from .data import Batches
-from .recipe import Recipe
+from .recipe import WORLD_FIELDS, Recipe, mini_und_res
 
 CKPT_FORMAT = "reca_nb.train/1"
 # recipe fields a resumed run may change: they do not alter the trajectory of the steps already taken
@@ -78,8 +78,24 @@ class Objective(nn.Module):
         if "i2t" in batch:
             out["i2t"] = self.umm.i2t_loss(*batch["i2t"])  # (und images, captions)
         if "t2i" in batch:
-            out["t2i"] = self.umm.generation_loss(*batch["t2i"])  # (images, prompts)
+            out["t2i"] = self.t2i_loss(*batch["t2i"])  # (images, prompts[, views, has_view])
         return out
+
+    def t2i_loss(self, images, prompts, views=None, has_view=None):
+        """Generation loss of (image, prompt) pairs; rows with `has_view` also read the und tokens of their
+        second view (`views`, already at und resolution), through the same route RecA uses. The batch mean
+        weights every sample equally, whichever group it is in."""
+        if has_view is None:
+            return self.umm.generation_loss(images, prompts)
+        parts, m = [], has_view.bool()
+        for rows, cond in ((~m, None), (m, views)):
+            k = int(rows.sum())
+            if k:
+                sub = [t for t, r in zip(prompts, rows.tolist()) if r]
+                loss = (self.umm.generation_loss(images[rows], sub) if cond is None
+                        else self.umm.reca_loss(cond, sub, images[rows]))
+                parts.append(loss * k)
+        return sum(parts) / len(prompts)
 
 
 # ----------------------------------------------------------------------------- freeze (practice 3)
@@ -206,8 +222,12 @@ def train(model, recipe: Recipe, out_dir=None, resume=None, callbacks=(), progre
         # --- data -------------------------------------------------------------------------------------
         seed = recipe.seed + accelerator.process_index
         data = (Batches(umm.image_size, recipe.n_images, recipe.n_t2i_pairs, recipe.data_seed, seed=seed,
-                        prompts=recipe.prompts, device=accelerator.device) if data is None else
+                        prompts=recipe.prompts, device=accelerator.device, i2t_fact_p=recipe.i2t_fact_p,
+                        t2i_sparse_p=recipe.t2i_sparse_p) if data is None else
                 data(umm.image_size, seed=seed, prompts=recipe.prompts, device=accelerator.device))
+        if (recipe.i2t_fact_p or recipe.t2i_sparse_p or recipe.t2i_view_p) and not isinstance(data, Batches):
+            raise ValueError("the world options (i2t_fact_p, t2i_sparse_p, t2i_view_p) need the shape-world "
+                             "pools; leave them at 0 when training on your own data")
         lam = {"reca": recipe.lambda_reca, "i2t": recipe.lambda_i2t, "t2i": recipe.lambda_t2i}
         if monitor is None and "reca" in terms:
             monitor = CollapseMonitor(threshold=recipe.collapse_threshold, stop=recipe.collapse_stop)
@@ -325,7 +345,13 @@ def _make_batch(data: Batches, recipe: Recipe, terms, umm, step: int) -> dict:
         res = recipe.i2t_und_res[step % len(recipe.i2t_und_res)] if recipe.i2t_und_res else None
         batch["i2t"] = (recipe.und_transform(images, umm.und_size, res=res), captions)
     if "t2i" in terms:
-        batch["t2i"] = data.t2i(recipe.batch)
+        if recipe.t2i_view_p > 0:  # the view goes in at the RecA bottleneck, where RecA will read it
+            images, prompts, views, has_view = data.t2i_views(recipe.batch, recipe.t2i_view_p, recipe.view_jitter)
+            res = recipe.und_res or mini_und_res(recipe.arch, umm.image_size)
+            views = recipe.und_transform(views, umm.und_size, res=res) if len(views) else views
+            batch["t2i"] = (images, prompts, views, has_view)  # has_view last: one entry per sample
+        else:
+            batch["t2i"] = data.t2i(recipe.batch)
     return batch
 
 
@@ -563,6 +589,7 @@ def _find_checkpoint(out_dir, resume):
 
 
 def _check_recipe(saved: dict, recipe: Recipe):
+    saved = {**WORLD_FIELDS, **saved}  # checkpoints written before the world options existed ran without them
     now = json.loads(json.dumps(asdict(recipe)))
     diff = {k: (saved.get(k), v) for k, v in now.items() if k not in RESUMABLE and saved.get(k) != v}
     if diff:
