@@ -95,7 +95,7 @@ if DEMO:
     (IMAGE_FOLDER / "broken.png").write_bytes(good[: len(good) // 3])  # a truncated download
 
 folder = ImageFolder(IMAGE_FOLDER, captions=CAPTIONS)
-pool, captions = folder.pool(size, progress=False)
+pool, captions = folder.pool(size, progress=False, warn=False)  # the report below says it once
 print(folder.report())
 plotting.image_grid(pool[:8], nrow=8, titles=[c or "" for c in captions[:8]], title="a few training images")
 

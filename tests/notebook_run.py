@@ -57,7 +57,8 @@ def draws(source: str) -> bool:
 
 
 def problems(nb) -> list[str]:
-    """What a learner would see wrong: bare figure reprs, drawing cells without a picture, a widget shown twice."""
+    """What a learner would see wrong: bare figure reprs, drawing cells without a picture, a widget shown twice,
+    warning boxes."""
     found = []
     for i, cell in enumerate(nb.cells):
         if cell.cell_type != "code":
@@ -68,6 +69,9 @@ def problems(nb) -> list[str]:
         for b in bundles:
             if BARE_FIGURE.search(b.get("text/plain", "")) and "image/png" not in b:
                 found.append(f"{where}: a figure printed as text {b['text/plain']!r}")
+        stderr = "".join(o.get("text", "") for o in cell.outputs if o.get("name") == "stderr")
+        for m in re.finditer(r"\w*Warning: .*", stderr):
+            found.append(f"{where}: a warning box: {m[0][:120]!r}")
         if BARE_FIGURE.search(streams):
             found.append(f"{where}: a figure printed as text in the cell's stream")
         if draws(cell.source) and not any("image/png" in b for b in bundles):

@@ -1,6 +1,6 @@
 """Every notebook, run as in JupyterLab (no MPLBACKEND=Agg), shows its figures as pictures: each cell that ends
 with a reca_nb figure has an image/png output, none prints a bare `<Figure size ...>`, the explorer appears
-once. nbmake (also in `make test`) checks only that the cells run."""
+once, no cell shows a warning box. nbmake (also in `make test`) checks only that the cells run."""
 import pytest
 
 from tests.notebook_run import NOTEBOOKS, execute, images, problems
@@ -25,3 +25,5 @@ def test_checker_catches_a_bare_figure():
     assert len(problems(nb)) == 2  # printed as text, and no picture for a drawing cell
     cell.outputs[0]["data"]["image/png"] = "iVBORw0KGgo="
     assert problems(nb) == []
+    cell.outputs.append(nbformat.v4.new_output("stream", name="stderr", text="x.py:3: FutureWarning: old API\n"))
+    assert len(problems(nb)) == 1 and "warning box" in problems(nb)[0]

@@ -55,7 +55,11 @@ def lab(tmp_path_factory):
     home = tmp_path_factory.mktemp("reca_nb_home")
     env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}  # the kernel's inline backend, as in Lab
     env.update(RECA_NB_HOME=str(home), HF_HUB_OFFLINE="1", JUPYTER_CONFIG_DIR=str(home / "jupyter"),
-               JUPYTER_RUNTIME_DIR=str(home / "runtime"))
+               JUPYTER_RUNTIME_DIR=str(home / "runtime"), JUPYTERLAB_SETTINGS_DIR=str(home / "settings"))
+    # JupyterLab renders only the cells in view by default; render them all so every output can be checked
+    tracker = home / "settings" / "@jupyterlab" / "notebook-extension" / "tracker.jupyterlab-settings"
+    tracker.parent.mkdir(parents=True)
+    tracker.write_text('{"windowingMode": "none"}')
     subprocess.run([sys.executable, str(REPO / "tools" / "lab_workspace.py")], env=env, check=True)
     port = _free_port()
     log = open(home / "lab.log", "w")
@@ -115,11 +119,9 @@ def run_notebook(page, name: str):
     deadline = time.time() + RUN_TIMEOUT_S
     while time.time() < deadline:
         prompts = page.locator(".jp-CodeCell .jp-InputPrompt").all_inner_texts()
-        if any("Error" in t for t in page.locator(".jp-OutputArea-output[data-mime-type="
-                                                    "'application/vnd.jupyter.stderr']").all_inner_texts()
-               if "Traceback" in t):
-            break
         if prompts and all(re.search(r"\[\d+\]", t) for t in prompts):
+            break  # every code cell ran (a cell that raised gets its number too; Run All stops after it)
+        if any("Traceback" in t for t in page.locator(".jp-OutputArea-output").all_inner_texts()):
             break
         time.sleep(2)
     tracebacks = [t for t in page.locator(".jp-OutputArea-output").all_inner_texts() if "Traceback" in t]
