@@ -22,7 +22,7 @@
 # - how to read those verdicts: effect, standard error over seeds, and the pre-registered bar.
 #
 # **Prerequisites**: notebooks 01–05. Paper: RecA Tables 1–3 (GenEval / DPG per model) and the ablations.
-# **Runtime**: CPU ≈ 1 min (measured by `make bench`, results/bench.md; the table itself took 105 training jobs; they are shipped in `results/runs/`).
+# **Runtime**: CPU ≈ 1 min (measured by `make bench`, results/bench.md).
 
 # %% Colab only: fetch the repository and install it (does nothing elsewhere)
 import os
@@ -87,6 +87,10 @@ assert all(s.shape == (len(PROMPTS), 3, 32, 32) for s in samples)
 # %% [markdown]
 # ## 2 · The claims table
 #
+# **Provenance.** 123 job files in `results/runs/`: 87 trained on a lent H100 (`--jobs=14 --device=cuda`, 375
+# s), then OpenUni's 15 and Harmon's 21 on a 2-core CPU (`--jobs=2`, one thread each, ≈42 and ≈41 min); each job
+# file records its device. The whole table on 2 CPU cores costs ≈8.5 CPU-hours.
+#
 # Read straight from `results/claims.csv`. Each row compares two arms trained from the same base for the same
 # number of steps over 3 seeds; the verdict is *reproduced* only when the difference has the paper's sign and
 # clears max(2 SE, a minimum effect).
@@ -145,7 +149,7 @@ assert by[("claim2", "showo-vq", "reca_ratio", "reca")]["verdict"] == "reproduce
 # learning rate move it a long way from the base. That is a hypothesis, not a measurement.
 #
 # ## Summary
-# - One table, one command: `python -m reca_nb.reproduce` (CPU ≈ 10 h; `--jobs=14 --device=cuda` ≈ 6 min on a
+# - One table, one command: `python -m reca_nb.reproduce` (≈8.5 CPU-hours; `--jobs=14 --device=cuda` ≈ 6 min on a
 #   single GPU), re-run with `--only=claimN --archs=...` for any row.
 # - The practices (bottleneck, mixing, freezing, templates) reproduce; the headline T2I gain does not, except in
 #   the position / colour-attribution categories of Show-o CLIP.

@@ -36,3 +36,16 @@ def test_labels_and_rewrite(tmp_path):
     bench_report.apply_runtimes({"00_x": 95}, root=tmp_path)
     assert "≈ 1.5 min (measured)" in (tmp_path / "notebooks" / "00_x.py").read_text()
     assert re.search(r"\| ≈ 1\.5 min \| \[badge\]", (tmp_path / "README.md").read_text())
+
+
+def _provenance(text: str) -> str:
+    flat = " ".join(line.lstrip("# ").strip() for line in text.splitlines())
+    m = re.search(r"\*\*Provenance\.\*\* .*?CPU-hours\.", flat)
+    assert m, "no **Provenance.** paragraph"
+    return m[0]
+
+
+def test_claims_provenance_is_told_the_same_way_everywhere():
+    claims = _provenance((REPO_ROOT / "results" / "claims.md").read_text())
+    assert _provenance((REPO_ROOT / "README.md").read_text()) == claims
+    assert _provenance((REPO_ROOT / "notebooks" / "06_side_by_side.py").read_text()) == claims
