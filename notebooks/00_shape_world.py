@@ -23,7 +23,7 @@
 # - **GenEval-mini**, the offline scorer that turns "does this image match its prompt?" into the six GenEval
 #   categories — and how we check that the scorer itself can be trusted.
 #
-# **Prerequisites**: none. Paper: RecA, arXiv 2509.07295, Sec. 4 (GenEval) · **Runtime**: CPU ≈ 1 min (measured by `make bench`, results/bench.md).
+# **Prerequisites**: none. Paper: RecA, arXiv 2509.07295, Sec. 4 (GenEval) · **Runtime**: CPU ≈ 15 s (measured by `make bench`, results/bench.md).
 
 # %% Colab only: fetch the repository and install it (does nothing elsewhere)
 import os

@@ -22,7 +22,7 @@
 # - how to read a before/after comparison honestly: GenEval-mini, I2T, and a no-RecA control arm.
 #
 # **Prerequisites**: notebook 00. Paper: RecA, arXiv 2509.07295, Sec. 3 (method) and Sec. 4.2 ·
-# **Runtime**: CPU ≈ 3–4 min (measured by `make bench`, results/bench.md).
+# **Runtime**: CPU ≈ 2.5 min (measured by `make bench`, results/bench.md).
 
 # %% Colab only: fetch the repository and install it (does nothing elsewhere)
 import os

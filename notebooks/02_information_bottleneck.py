@@ -31,7 +31,7 @@
 # arm of that model loses T2I (section 3).
 #
 # **Prerequisites**: notebooks 00–01. Paper: RecA §3.2 and Table 5 (Show-o VQ: 512 in → 66.59, base 68.70,
-# 256 in → 70.61, blur → 72.20). **Runtime**: CPU ≈ 4 min (measured by `make bench`, results/bench.md).
+# 256 in → 70.61, blur → 72.20). **Runtime**: CPU ≈ 90 s (measured by `make bench`, results/bench.md).
 
 # %% Colab only: fetch the repository and install it (does nothing elsewhere)
 import os

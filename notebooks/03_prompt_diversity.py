@@ -25,7 +25,7 @@
 #
 # **Prerequisites**: notebook 01. Paper: RecA appendix (prompt ablation: "significantly improves reconstruction"
 # on Show-o, "little difference" on Harmon, "360 prompts is always a safe choice").
-# **Runtime**: CPU ≈ 15 s (measured by `make bench`, results/bench.md; it reads shipped runs).
+# **Runtime**: CPU ≈ 10 s (measured by `make bench`, results/bench.md; it reads shipped runs).
 
 # %% Colab only: fetch the repository and install it (does nothing elsewhere)
 import os

@@ -24,7 +24,7 @@
 # - what happens to understanding when you *don't* freeze and train RecA without any I2T data.
 #
 # **Prerequisites**: notebooks 01–02. Paper: RecA §3.3 (BAGEL `freeze_und`, OpenUni frozen InternVL).
-# **Runtime**: CPU ≈ 2–4 min (measured by `make bench`, results/bench.md).
+# **Runtime**: CPU ≈ 1.5 min (measured by `make bench`, results/bench.md).
 
 # %% Colab only: fetch the repository and install it (does nothing elsewhere)
 import os

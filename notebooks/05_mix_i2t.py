@@ -23,7 +23,7 @@
 # - how to read a two-arm comparison: same base, same seed, same RecA batches, one knob changed.
 #
 # **Prerequisites**: notebooks 01–02. Paper: RecA §3.3 (Show-o / Harmon: RecA + LLaVA I2T data 1:1).
-# **Runtime**: CPU ≈ 3–5 min (measured by `make bench`, results/bench.md).
+# **Runtime**: CPU ≈ 2.5 min (measured by `make bench`, results/bench.md).
 
 # %% Colab only: fetch the repository and install it (does nothing elsewhere)
 import os

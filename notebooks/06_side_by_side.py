@@ -22,7 +22,7 @@
 # - how to read those verdicts: effect, standard error over seeds, and the pre-registered bar.
 #
 # **Prerequisites**: notebooks 01–05. Paper: RecA Tables 1–3 (GenEval / DPG per model) and the ablations.
-# **Runtime**: CPU ≈ 1 min (measured by `make bench`, results/bench.md).
+# **Runtime**: CPU ≈ 15 s (measured by `make bench`, results/bench.md).
 
 # %% Colab only: fetch the repository and install it (does nothing elsewhere)
 import os

@@ -24,7 +24,7 @@
 # - how to check the memory budget *before* training, and how to save and reload the adapters.
 #
 # **Prerequisites**: notebook 01. Papers: RecA, arXiv 2509.07295 (Sec. 3); Janus-Pro, arXiv 2501.17811 ·
-# **Runtime**: CPU (tiny random models, offline) ≈ 1 min (measured by `make bench`, results/bench.md) · Colab T4 with Janus-Pro-1B: ≈ 30 min (an ESTIMATE:
+# **Runtime**: CPU (tiny random models, offline) ≈ 20 s (measured by `make bench`, results/bench.md) · Colab T4 with Janus-Pro-1B: ≈ 30 min (an ESTIMATE:
 # not yet measured on a GPU).
 #
 # On a machine without a GPU (and in CI) every cell runs on **tiny random models of the same classes**, built

@@ -14,13 +14,7 @@ from reca_nb.recipe import preset
 from reca_nb.train import train
 
 
-@pytest.fixture(autouse=True)
-def _env(tmp_path, monkeypatch):
-    monkeypatch.setenv("RECA_NB_HOME", str(tmp_path / "home"))
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("own_home_one_thread")
 
 
 @contextmanager

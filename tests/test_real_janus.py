@@ -15,13 +15,7 @@ from reca_nb.memory import estimate_memory, format_memory, transformer_activatio
 from reca_nb.train import apply_freeze, train
 
 
-@pytest.fixture(autouse=True)
-def _env(tmp_path, monkeypatch):
-    monkeypatch.setenv("RECA_NB_HOME", str(tmp_path / "home"))
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("own_home_one_thread")
 
 
 @pytest.fixture(scope="module")

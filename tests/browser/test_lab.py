@@ -114,8 +114,19 @@ def run_notebook(page, name: str):
     page.goto(f"{page.lab_url}/lab/tree/{name}?token={TOKEN}")
     page.locator(".jp-NotebookPanel .jp-Cell").first.wait_for(timeout=60_000)
     page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=120_000)
-    page.get_by_role("menuitem", name="Run", exact=True).click()
-    page.get_by_role("menuitem", name=re.compile(r"^Run All Cells")).click()
+    started = lambda: any(re.search(r"\[(\*|\d+)\]", t)  # noqa: E731
+                          for t in page.locator(".jp-CodeCell .jp-InputPrompt").all_inner_texts())
+    for _ in range(3):  # a click that lands while Lab is still settling can be lost: check, and click again
+        page.get_by_role("menuitem", name="Run", exact=True).click()
+        page.get_by_role("menuitem", name=re.compile(r"^Run All Cells")).click()
+        for _ in range(20):
+            if started():
+                break
+            time.sleep(1)
+        if started():
+            break
+        page.keyboard.press("Escape")
+    assert started(), f"Run All Cells did not start {name}"
     deadline = time.time() + RUN_TIMEOUT_S
     while time.time() < deadline:
         prompts = page.locator(".jp-CodeCell .jp-InputPrompt").all_inner_texts()
@@ -124,6 +135,7 @@ def run_notebook(page, name: str):
         if any("Traceback" in t for t in page.locator(".jp-OutputArea-output").all_inner_texts()):
             break
         time.sleep(2)
+    page.screenshot(path=str(SHOTS / f"{Path(name).stem}_page.png"), full_page=False)  # where it stopped
     tracebacks = [t for t in page.locator(".jp-OutputArea-output").all_inner_texts() if "Traceback" in t]
     assert not tracebacks, f"{name} raised:\n{tracebacks[0][-2000:]}"
     prompts = page.locator(".jp-CodeCell .jp-InputPrompt").all_inner_texts()
