@@ -111,7 +111,8 @@ def page(lab):
 
 def run_notebook(page, name: str):
     """Open `name`, Run > Run All Cells, wait until every code cell has an execution count (or an error)."""
-    page.goto(f"{page.lab_url}/lab/tree/{name}?token={TOKEN}")
+    # a workspace of its own, reset: only this notebook is open (Lab would otherwise restore earlier tabs)
+    page.goto(f"{page.lab_url}/lab/workspaces/{Path(name).stem}/tree/{name}?token={TOKEN}&reset")
     page.locator(".jp-NotebookPanel .jp-Cell").first.wait_for(timeout=60_000)
     page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=120_000)
     started = lambda: any(re.search(r"\[(\*|\d+)\]", t)  # noqa: E731
@@ -134,6 +135,7 @@ def run_notebook(page, name: str):
             break  # every code cell ran (a cell that raised gets its number too; Run All stops after it)
         if any("Traceback" in t for t in page.locator(".jp-OutputArea-output").all_inner_texts()):
             break
+        page.screenshot(path=str(SHOTS / f"{Path(name).stem}_progress.png"))  # the latest state, for a person
         time.sleep(2)
     page.screenshot(path=str(SHOTS / f"{Path(name).stem}_page.png"), full_page=False)  # where it stopped
     tracebacks = [t for t in page.locator(".jp-OutputArea-output").all_inner_texts() if "Traceback" in t]
