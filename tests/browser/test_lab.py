@@ -109,15 +109,29 @@ def page(lab):
         browser.close()
 
 
+def dismiss_dialogs(page, name: str):
+    """Lab sometimes asks something on its first start (a modal dialog): record it, take its default answer."""
+    for _ in range(3):
+        dialog = page.locator(".jp-Dialog")
+        if not dialog.count():
+            return
+        print(f"{name}: dialog: {dialog.first.inner_text()!r}")
+        page.screenshot(path=str(SHOTS / f"{Path(name).stem}_dialog.png"))
+        dialog.first.locator(".jp-mod-accept").first.click()
+        time.sleep(1)
+
+
 def run_notebook(page, name: str):
     """Open `name`, Run > Run All Cells, wait until every code cell has an execution count (or an error)."""
     # a workspace of its own, reset: only this notebook is open (Lab would otherwise restore earlier tabs)
     page.goto(f"{page.lab_url}/lab/workspaces/{Path(name).stem}/tree/{name}?token={TOKEN}&reset")
     page.locator(".jp-NotebookPanel .jp-Cell").first.wait_for(timeout=60_000)
     page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=120_000)
+    dismiss_dialogs(page, name)
     started = lambda: any(re.search(r"\[(\*|\d+)\]", t)  # noqa: E731
                           for t in page.locator(".jp-CodeCell .jp-InputPrompt").all_inner_texts())
     for _ in range(3):  # a click that lands while Lab is still settling can be lost: check, and click again
+        dismiss_dialogs(page, name)
         page.get_by_role("menuitem", name="Run", exact=True).click()
         page.get_by_role("menuitem", name=re.compile(r"^Run All Cells")).click()
         for _ in range(20):
