@@ -1,5 +1,9 @@
 # ---
 # jupyter:
+#   accelerator: GPU
+#   colab:
+#     gpuType: T4
+#     provenance: []
 #   jupytext:
 #     text_representation:
 #       extension: .py
@@ -21,7 +25,9 @@
 # - how to feed it your own unlabelled pictures (an image folder; broken files are skipped and counted);
 # - what a RecA sample is for Janus-Pro: SigLIP features of the image in a chat turn with a "describe"
 #   template, the image's own VQ codes as the target;
-# - how to check the memory budget *before* training, and how to save and reload the adapters.
+# - how to check the memory budget *before* training, and how to save and reload the adapters;
+# - whether RecA helped: GenEval's protocol (`reca_nb.geneval_real`) on the same prompts and seeds before and
+#   after training, with the difference and its bootstrap interval.
 #
 # **Prerequisites**: notebook 01. Papers: RecA, arXiv 2509.07295 (Sec. 3); Janus-Pro, arXiv 2501.17811 ·
 # **Runtime**: CPU (tiny random models, offline) ≈ 20 s (measured by `make bench`, results/bench.md) · Colab T4 with Janus-Pro-1B: ≈ 30 min (an ESTIMATE:
@@ -30,12 +36,20 @@
 # On a machine without a GPU (and in CI) every cell runs on **tiny random models of the same classes**, built
 # from configs with nothing downloaded. They exercise the code; their pictures are noise. On a Colab GPU the
 # same cells download Janus-Pro-1B (about 4 GB) and train it for real.
+#
+# **What has been run where.** The CPU path (tiny random models, a hand-made 12-prompt GenEval file) runs in CI
+# on every change, and every number it prints is meaningless. The GPU path is the same code with the real
+# checkpoints, GenEval's own prompts and its real detector; it has **not** been run by the authors yet (no GPU
+# was available), so its runtime, memory and scores are unmeasured: the figures on this page are estimates.
 
 # %% Colab only: fetch the repository and install it (does nothing elsewhere)
 import os
 import subprocess
 import sys
 
+# If Colab then says "You must restart the runtime" (pip replaced a package that was already imported), use
+# Runtime > Restart session and run the notebook again from the top: the clone is kept, this cell skips the
+# install, and the restarted kernel finds the editable install by itself.
 if "google.colab" in sys.modules and not os.path.isdir("/content/reca_nb"):
     subprocess.run(["git", "clone", "--depth=1", "https://github.com/OWNER/reca_nb", "/content/reca_nb"], check=True)
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", "/content/reca_nb"], check=True)
@@ -49,7 +63,7 @@ from dataclasses import replace
 import torch
 from PIL import Image
 
-from reca_nb import plotting, real_janus
+from reca_nb import geneval_real, plotting, real_janus
 from reca_nb.adapters import load_adapters, read_meta
 from reca_nb.folder import ImageFolder
 from reca_nb.memory import estimate_memory, format_memory
@@ -70,6 +84,8 @@ BATCH = 4  # RecA samples per step (+ as many I2T samples when captions exist)
 LR = 1e-2 if TINY else 1e-4  # LoRA learning rate (the tiny random model needs a large one to move in 40 steps)
 RUN_DIR = cache_dir() / "runs" / "nb07"
 RUN_OPENUNI = True  # section 6: the OpenUni-style model (when reca_nb.real_openuni is installed)
+GENEVAL_PER_TASK = 1 if TINY else 16  # GenEval prompts per task (stratified, fixed seed; 0 = all 553)
+GENEVAL_IMAGES = 1 if TINY else 2  # images per prompt (GenEval's standard is 4; 2 halves the sampling time)
 
 # %% [markdown]
 # ## 1 · Your images
@@ -113,8 +129,10 @@ if DEMO:
 # AdamW states and activations for one step. It is an **estimate**, ±50 % on activations.
 
 # %%
+timings = {}  # seconds per phase, printed at the end
 t0 = time.time()
 model = real_janus.load(MODEL_ID, tiny=TINY)
+timings["load Janus-Pro"] = time.time() - t0
 recipe = real_janus.recipe(steps=STEPS, batch=BATCH, lr=LR, warmup=max(1, STEPS // 10), log_every=max(1, STEPS // 20))
 if not folder.captions:  # nothing to mix in: RecA alone
     recipe = replace(recipe, lambda_i2t=0.0, i2t_ratio=0.0)
@@ -141,23 +159,44 @@ text = model.tok.decode(ids[0]).replace("<image_placeholder>" * model.n_und, f"<
 print(text + f"  ->  {model.n_gen} VQ codes")
 
 # %% [markdown]
-# ## 3 · Before: samples on fixed GenEval-style prompts
+# ## 3 · Before: GenEval on a stratified subset
 #
-# Eight prompts in the style of GenEval's categories, one fixed seed, classifier-free guidance 5 (Janus-Pro's
-# default). The same call after training gives the "after" row.
+# GenEval (Ghosh et al., 2023) asks for objects, two objects, counts, colours, positions and colour bindings,
+# then checks each picture with an object detector: Mask2Former (Swin-S, COCO) finds the objects, CLIP ViT-L/14
+# names their colours, and GenEval's rules decide (`reca_nb.geneval_rules`). The score is the mean of the six
+# task accuracies. `geneval_real` runs that protocol on transformers models: GenEval's own 553 prompts, here
+# `GENEVAL_PER_TASK` of each task drawn with a fixed seed, each sampled with a seed fixed by the prompt, so the
+# RecA model meets exactly the same prompts and seeds afterwards. Offline the prompts are a hand-made file of
+# the same format and the detector is random.
 
 # %%
-PROMPTS = list(real_janus.EVAL_PROMPTS)
+records = list(geneval_real.EXAMPLE_METADATA) if TINY else geneval_real.official_metadata()
+prompts = geneval_real.subset(records, GENEVAL_PER_TASK, seed=0)
 
 
-def samples():
-    model.eval()
-    gen = torch.Generator(device=model.device).manual_seed(0)
-    return model.sample(PROMPTS, generator=gen).cpu()
+def geneval(name):
+    """Generate the subset with the current model, then score it with GenEval's detector; result rows."""
+    t0 = time.time()
+    images = geneval_real.generate(model, prompts, GENEVAL_IMAGES, seed=0, progress=False)
+    timings[f"GenEval: generate ({name})"] = time.time() - t0
+    t0 = time.time()
+    scorer = geneval_real.load_scorer(tiny=TINY)  # loaded for scoring only: the GPU memory goes to training
+    rows = geneval_real.score(scorer, [(i, rec, images[i]) for i, rec in prompts], progress=False)
+    timings[f"GenEval: score ({name})"] = time.time() - t0
+    del scorer
+    if on_gpu:
+        torch.cuda.empty_cache()
+    return images, rows
 
 
-before = samples()
-before.shape
+before_images, before_rows = geneval("base")
+print(f"{len(prompts)} prompts x {GENEVAL_IMAGES} image(s)"
+      + (" (tiny random models: the numbers are meaningless)" if TINY else ""))
+print(geneval_real.markdown({"base": geneval_real.summarize(before_rows)}))
+
+# %%
+assert sorted({r["tag"] for r in before_rows}) == sorted(geneval_real.TASKS)  # every task is in the subset
+assert len(before_rows) == len(prompts) * GENEVAL_IMAGES
 
 # %% [markdown]
 # ## 4 · RecA + LoRA with the one training loop
@@ -169,7 +208,8 @@ before.shape
 # %%
 t0 = time.time()
 history = train(model, recipe, out_dir=RUN_DIR, data=folder.batches)
-print(f"{STEPS} steps in {time.time() - t0:.0f} s")
+timings["RecA training"] = time.time() - t0
+print(f"{STEPS} steps in {timings['RecA training']:.0f} s")
 keys = ["loss_reca"] + (["loss_i2t"] if recipe.lambda_i2t else [])
 plotting.plot_history(history, keys=keys, logy=True)
 
@@ -178,17 +218,41 @@ curve = [r["loss_reca"] for r in history]
 assert curve[-1] < curve[0]  # the generation path learns to reconstruct from its own understanding
 
 # %% [markdown]
-# ## 5 · After, side by side — then reload the adapters
+# ## 5 · After: the same GenEval subset, the difference and its interval — then reload the adapters
 
 # %%
-after = samples()
-plotting.image_grid(torch.cat([before, after]), nrow=len(PROMPTS), titles=PROMPTS * 2,
-                    title="top: before RecA · bottom: after RecA (same seed)")
+after_images, after_rows = geneval("RecA")
+cmp = geneval_real.compare(before_rows, after_rows)
+print(geneval_real.markdown({"base": cmp["before"], "RecA (LoRA)": cmp["after"]}))
+print(f"difference RecA - base: {cmp['delta']['overall']:+.3f}, {cmp['level']:.0%} paired bootstrap interval "
+      f"[{cmp['interval'][0]:+.3f}, {cmp['interval'][1]:+.3f}] over {len(prompts)} prompts"
+      + (" (tiny random models: meaningless)" if TINY else ""))
+tasks = [t for t in geneval_real.TASKS if t in cmp["delta"]] + ["overall"]
+plotting.plot_bars({t: {"base": cmp["before"]["scores"][t], "RecA": cmp["after"]["scores"][t]} for t in tasks},
+                   title="GenEval subset: base vs RecA (same prompts, same seeds)", ylabel="accuracy")
+
+# %%
+assert [(r["index"], r["image"]) for r in before_rows] == [(r["index"], r["image"]) for r in after_rows]
+assert cmp["interval"][0] <= cmp["delta"]["overall"] <= cmp["interval"][1]
 
 # %% [markdown]
-# Offline the tiny model is random, so both rows are noise and say nothing about quality; the point is that
-# every call runs. On a GPU, look for the paper's pattern: colours bound to the right object and positions
-# followed more often. A GenEval number needs the GenEval detector and hundreds of prompts, not eight.
+# The first picture of each prompt, before and after (the same seed in each column):
+
+# %%
+shown = prompts[:8]
+plotting.image_grid(torch.cat([before_images[i][:1] for i, _ in shown] + [after_images[i][:1] for i, _ in shown]),
+                    nrow=len(shown), titles=[rec["prompt"] for _, rec in shown] * 2,
+                    title="top: base · bottom: after RecA (same prompts, same seeds)")
+
+# %% [markdown]
+# Offline the tiny model and the detector are random, so the pictures are noise and the scores say nothing;
+# the point is that every call runs. On a GPU, look for the paper's pattern: colours bound to the right object
+# and positions followed more often. Read the interval before the difference: with 16 prompts per task it is
+# wide, and a difference whose interval contains 0 is not evidence either way. The full benchmark (553 prompts
+# x 4 images) and any other model's images (a folder in GenEval's layout) go through the command line, e.g.
+# `python -m reca_nb.geneval_real --model=janus-pro --adapters=RUN_DIR --n_per_task=0 --images_per_prompt=4`.
+# For reference, the Janus-Pro paper (arXiv 2501.17811) reports GenEval 0.80 for Janus-Pro-7B with GenEval's
+# mmdetection scorer; this port uses Meta's Mask2Former weights, so expect small shifts.
 #
 # The adapters file is all you need to keep (megabytes, not gigabytes). Put it back on a fresh base model and
 # the samples are the trained model's samples:
@@ -203,14 +267,15 @@ del model
 if on_gpu:
     torch.cuda.empty_cache()
 model = load_adapters(real_janus.load(MODEL_ID, tiny=TINY), RUN_DIR / "adapters.safetensors")
-reloaded = samples()
+reloaded = geneval_real.generate(model, prompts[:4], GENEVAL_IMAGES, seed=0, progress=False)
 
 # %%
 worst = max((v.detach().cpu().float() - trained_state[k].float()).abs().max().item()
             for k, v in model.state_dict().items())
 print(f"largest weight difference after reloading: {worst:.2e}")
 assert worst < (1e-5 if model.dtype == torch.float32 else 1e-2)
-assert (reloaded - after).abs().mean() < 0.05  # the same pictures (bf16 merges may flip a rare token)
+gap = torch.cat([reloaded[i] - after_images[i] for i, _ in prompts[:4]]).abs().mean()
+assert gap < 0.05  # the same pictures for the same seeds (bf16 merges may flip a rare token)
 
 # %% [markdown]
 # ## 6 · An OpenUni-style model from real parts
@@ -233,18 +298,30 @@ if RUN_OPENUNI and importlib.util.find_spec("reca_nb.real_openuni") is not None:
                        batch=BATCH, lr=1e-3 if TINY else 1e-5, warmup=1, log_every=1, save_every=0, eval_every=0)
     print(format_memory(estimate_memory(ou, ou_recipe), gpu_gb=16))
 
+    ou_prompts = [rec["prompt"] for _, rec in prompts[:4]]
+
     def ou_samples():
         ou.eval()
-        return ou.sample(PROMPTS[:4], generator=torch.Generator(device=ou.device).manual_seed(0)).cpu()
+        return ou.sample(ou_prompts, generator=torch.Generator(device=ou.device).manual_seed(0)).cpu()
 
     ou_before = ou_samples()
     ou_history = train(ou, ou_recipe, out_dir=RUN_DIR / "openuni", data=folder.batches)
     ou_after = ou_samples()
     assert all(torch.isfinite(torch.tensor(r["loss_reca"])) for r in ou_history)
-    display(plotting.image_grid(torch.cat([ou_before, ou_after]), nrow=4, titles=PROMPTS[:4] * 2,  # noqa: F821
+    display(plotting.image_grid(torch.cat([ou_before, ou_after]), nrow=4, titles=ou_prompts * 2,  # noqa: F821
                                 title="OpenUni-style · top: before · bottom: after RecA"))
 else:
     print("skipped: reca_nb.real_openuni is not installed here (or RUN_OPENUNI = False)")
+
+# %% [markdown]
+# ## Time per phase
+# Measured in this run (on CPU with tiny models they only show where the time goes; on a T4 they are the
+# numbers to plan by).
+
+# %%
+for phase, sec in timings.items():
+    print(f"{phase:<28} {sec:8.1f} s")
+assert {"load Janus-Pro", "RecA training", "GenEval: generate (base)", "GenEval: score (RecA)"} <= set(timings)
 
 # %% [markdown]
 # ## Summary
@@ -255,6 +332,8 @@ else:
 #   because the LLM is shared.
 # - LoRA keeps the trainable part small; the memory estimate says whether a step fits before it is run; the
 #   adapters file reproduces the trained model exactly.
+# - GenEval's protocol on transformers parts scores base and RecA on the same prompts and seeds; the paired
+#   bootstrap interval says how much of the difference is sampling noise.
 #
 # ## Exercises
 # 1. **Knob: `IMAGE_FOLDER`.** Point it at a folder of your own photos (a few hundred is plenty for a first run)
