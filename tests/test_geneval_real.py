@@ -183,3 +183,33 @@ def test_cli_generates_then_scores_the_folder_in_a_subprocess(tmp_path):
     second = json.loads((tmp_path / "score" / "geneval.json").read_text())
     assert second["results"] == first["results"]  # scoring the saved folder gives the same verdicts
     assert "numbers mean nothing" in (tmp_path / "score" / "geneval.md").read_text() and second["tiny"]
+
+
+def test_load_generator_puts_the_adapters_on_the_base(tmp_path):
+    from reca_nb import real_janus
+    from reca_nb.folder import ImageFolder
+    from reca_nb.train import train
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(2):
+        Image.fromarray(np.random.default_rng(i).integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(
+            photos / f"p{i}.png")
+    model = real_janus.load(tiny=True)
+    rec = real_janus.recipe(steps=2, batch=2, lambda_i2t=0.0, i2t_ratio=0.0, lr=1e-2, warmup=1, log_every=1,
+                            device="cpu")
+    train(model, rec, out_dir=tmp_path / "run", data=ImageFolder(photos).batches, progress=False)
+    trained = model.state_dict()
+    for adapters in (tmp_path / "run", tmp_path / "run" / "adapters.safetensors"):  # run folder or file
+        got = ge.load_generator(ge.GenEvalConfig(tiny=True, adapters=str(adapters))).state_dict()
+        for k, v in got.items():
+            torch.testing.assert_close(v, trained[k], rtol=1e-5, atol=1e-6)
+    base = ge.load_generator(ge.GenEvalConfig(tiny=True)).state_dict()
+    assert any(not torch.equal(base[k], trained[k]) for k in base)
+
+
+def test_openuni_real_generates_the_subset():
+    model = ge.load_generator(ge.GenEvalConfig(model="openuni-real", tiny=True))
+    prompts = ge.subset(list(ge.EXAMPLE_METADATA), n_per_task=1, seed=0)[:2]
+    images = ge.generate(model, prompts, images_per_prompt=2, seed=0, progress=False)
+    assert [v.shape for v in images.values()] == [(2, 3, 32, 32)] * 2
