@@ -16,7 +16,15 @@ PY := $(VENV)/bin/python
 #   make venv TORCH_PIP_ARGS="--index-url https://download.pytorch.org/whl/cpu"
 TORCH ?= torch==2.13.0
 TORCH_PIP_ARGS ?=
+# the tested versions of everything else (pip -c); empty: the newest releases pyproject.toml allows
+CONSTRAINTS ?= constraints/tested.txt
 STAMP := $(VENV)/.reca_nb-installed
+# Colab's versions (`make venv-colab`): its Python (3.13; the first one found, else $(PYTHON)) and torch, the
+# PyPI wheel (a CUDA build that also runs on the CPU; PyTorch's CPU index is not reachable from CI)
+COLAB_PYTHON ?= $(or $(shell python3.13 -c 'import sys; print(sys.executable)' 2>/dev/null),$(firstword $(wildcard $(or $(PYENV_ROOT),$(HOME)/.pyenv)/versions/3.13*/bin/python3.13)),$(PYTHON))
+COLAB_VARS := VENV=.venv-colab PYTHON=$(COLAB_PYTHON) TORCH=torch==2.11.0 TORCH_PIP_ARGS= \
+	CONSTRAINTS=constraints/colab.txt
+LATEST_VARS := VENV=.venv-latest CONSTRAINTS=
 # architectures whose base checkpoints `make data` pretrains
 ARCHS ?= showo-vq showo-clip janus harmon bagel openuni
 # seconds per notebook cell (nbmake, nbconvert)
@@ -37,7 +45,7 @@ endif
 # nothing in this project may download weights or data sets from a hub
 export HF_HUB_OFFLINE := 1
 
-.PHONY: help venv lab lab-reset test-browser tour test test-fast notebooks check-notebooks data bench reproduce clean-venv
+.PHONY: help venv venv-colab venv-latest test-colab test-latest lab lab-reset test-browser tour test test-fast notebooks check-notebooks data bench reproduce clean-venv
 
 help:
 	@echo "make lab              JupyterLab at http://127.0.0.1:8888 on working copies in $(LAB_DIR) (creates .venv first)"
@@ -51,20 +59,30 @@ help:
 	@echo "make data             regenerate the shipped artefacts in data/ (tokenizers, CLIP, scorer, bases)"
 	@echo "make bench            loop overhead ratio, per-arch RecA throughput + memory, per-notebook wall time -> results/bench.md"
 	@echo "make reproduce        the paper's claims over seeds -> results/claims.md (REPRODUCE_ARGS=\"--jobs=12 --device=cuda\")"
-	@echo "make venv             create .venv: $(TORCH) first, then pip install -e '.[dev]'"
+	@echo "make venv             create .venv: $(TORCH) first, then pip install -e '.[dev]' at the tested versions"
+	@echo "make venv-colab       create .venv-colab with Google Colab's versions (Python 3.13, torch 2.11, ...)"
+	@echo "make test-colab       unit tests + notebook 07 in .venv-colab (pyproject's lower bounds hold)"
+	@echo "make venv-latest      create .venv-latest with the newest releases; make test-latest runs make test there"
 
 # --- environment ----------------------------------------------------------------------------------------
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(CONSTRAINTS)
 	@echo "== [1/3] virtual environment $(VENV)"
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@echo "== [2/3] $(TORCH) (the largest download)"
 	$(PY) -m pip install --progress-bar on $(TORCH_PIP_ARGS) "$(TORCH)"
 	@echo "== [3/3] reca_nb and its packages (transformers, diffusers, jupyterlab, ...)"
-	$(PY) -m pip install --progress-bar on -e ".[dev]"
+	$(PY) -m pip install --progress-bar on $(if $(CONSTRAINTS),-c $(CONSTRAINTS),--upgrade --upgrade-strategy eager) \
+		-e ".[dev]"
 	touch $@
-	@echo "== $(VENV) ready"
+	@echo "== $(VENV) ready: $$($(PY) --version)"
+
+venv-colab:
+	$(MAKE) venv $(COLAB_VARS)
+
+venv-latest:
+	$(MAKE) venv $(LATEST_VARS)
 
 clean-venv:
 	rm -rf $(VENV)
@@ -94,6 +112,13 @@ test: $(STAMP)
 		$(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ] && [ -z "$(NOTEBOOKS)" ]; then echo "no tests collected (no notebooks yet)"; rc=0; fi; \
 	exit $$rc
+
+# Colab's versions: every unit test and the notebook that runs real architectures (07)
+test-colab:
+	$(MAKE) test $(COLAB_VARS) NOTEBOOKS="$(wildcard notebooks/07_*.ipynb)"
+
+test-latest:
+	$(MAKE) test $(LATEST_VARS)
 
 test-fast: $(STAMP)
 	MPLBACKEND=Agg $(PY) -m pytest tests --ignore=tests/browser -m "not slow" $(PYTEST_ARGS)

@@ -37,7 +37,7 @@ from dataclasses import dataclass, replace
 import torch
 import torch.nn.functional as F
 
-from .umm import UMM, cache_kwargs
+from .umm import UMM, cache_kwargs, enable_activation_checkpointing
 
 MODEL_IDS = {"1b": "deepseek-community/Janus-Pro-1B", "7b": "deepseek-community/Janus-Pro-7B"}
 DEFAULT_ID = MODEL_IDS["1b"]
@@ -197,11 +197,7 @@ class JanusPro(UMM):
         self.checkpointing = (config.gradient_checkpointing if config.gradient_checkpointing is not None
                               else not config.tiny)
         if self.checkpointing:  # recompute each LLM layer in the backward pass: far less activation memory
-            enable = getattr(self.hf, "activation_checkpointing_enable", None)  # transformers >= 5.2x
-            if enable is not None:
-                enable({"use_reentrant": False})
-            else:
-                self.hf.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            enable_activation_checkpointing(self.hf)
         mean = torch.tensor(processor.image_processor.image_mean, dtype=torch.float32).view(1, 3, 1, 1)
         std = torch.tensor(processor.image_processor.image_std, dtype=torch.float32).view(1, 3, 1, 1)
         self.register_buffer("pix_mean", mean.to(device), persistent=False)

@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .umm import UMM, gen_device
+from .umm import UMM, enable_activation_checkpointing, gen_device
 
 USER, ASSISTANT = "<|im_start|>user\n", "<|im_end|>\n<|im_start|>assistant\n"
 GENERATION, CFG_PROMPT = "Generate an image: {}", "Generate an image."
@@ -90,7 +90,7 @@ class OpenUniReal(UMM):
             nn.Linear(d, self.dit.config.caption_channels))
         self.scheduler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=1.0)
         if cfg.checkpointing:  # recompute activations in backward: memory for compute (needed on a 16 GB T4)
-            self.llm.activation_checkpointing_enable({"use_reentrant": False})
+            enable_activation_checkpointing(self.llm)
             self.dit.enable_gradient_checkpointing()
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)

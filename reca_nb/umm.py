@@ -199,6 +199,17 @@ def cache_kwargs(lm: nn.Module, cache) -> dict:
     return {_cache_arg(type(lm)): cache}
 
 
+def enable_activation_checkpointing(model: nn.Module) -> None:
+    """Recompute each layer of transformers model `model` in the backward pass (non-reentrant). The method is
+    `activation_checkpointing_enable` from transformers 5.23 on (where the old name warns as deprecated) and
+    `gradient_checkpointing_enable` before it (Colab's preinstalled transformers is older)."""
+    enable = getattr(model, "activation_checkpointing_enable", None)
+    if enable is not None:
+        enable({"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+
 @functools.lru_cache(maxsize=None)
 def _cache_arg(cls) -> str:
     return "cache" if "cache" in inspect.signature(cls.forward).parameters else "past_key_values"

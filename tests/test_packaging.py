@@ -67,6 +67,57 @@ def test_environment_pins_satisfy_pyproject_bounds_and_torch_comes_first():
         assert bounds[_name(str(r))].specifier.contains(spec.version), f"{r} violates {bounds[_name(str(r))]}"
 
 
+def _constraints(name: str) -> dict:
+    lines = (REPO_ROOT / "constraints" / name).read_text().splitlines()
+    reqs = [Requirement(l) for l in lines if l.strip() and not l.startswith("#")]
+    for r in reqs:
+        (spec,) = r.specifier
+        assert spec.operator == "==", f"constraints/{name}: {r} must be pinned"
+    pins = {_name(str(r)): r.specifier for r in reqs}
+    assert len(pins) == len(reqs), f"constraints/{name} names a package twice"
+    return {n: next(iter(s)).version for n, s in pins.items()}
+
+
+def test_tested_constraints_carry_the_environment_yml_pins():
+    """`make venv` (constraints/tested.txt) and conda (environment.yml) install the same tested versions."""
+    tested = _constraints("tested.txt")
+    _, pip = _conda_pip_lines()
+    for r in (Requirement(r) for r in pip if not r.startswith(("-", "."))):
+        (spec,) = r.specifier
+        assert tested.get(_name(str(r))) == spec.version, \
+            f"environment.yml pins {r}, constraints/tested.txt {tested.get(_name(str(r)))}"
+    project = _pyproject()["project"]
+    extras = project["optional-dependencies"]
+    for r in project["dependencies"] + extras["dev"] + extras["browser"]:
+        assert Requirement(r).specifier.contains(tested[_name(r)]), f"tested {tested[_name(r)]} violates {r}"
+
+
+def test_colab_versions_satisfy_the_lower_bounds():
+    """Every runtime dependency is pinned at Colab's version in constraints/colab.txt and pyproject admits it,
+    so `make test-colab` tests the lower bounds and `pip install -e .` on Colab upgrades nothing."""
+    colab = _constraints("colab.txt")
+    for r in _pyproject()["project"]["dependencies"]:
+        assert _name(r) in colab, f"constraints/colab.txt lacks {_name(r)}"
+        assert Requirement(r).specifier.contains(colab[_name(r)]), f"Colab's {_name(r)} {colab[_name(r)]} violates {r}"
+    assert colab["ipywidgets"].startswith("7.")  # Colab's widget manager supports no other
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make not installed")
+def test_make_venvs_install_their_constraints(tmp_path):
+    def dry(*args):
+        return subprocess.run(["make", "-n", *args], cwd=REPO_ROOT, capture_output=True, text=True,
+                              check=True).stdout
+    assert '-c constraints/tested.txt -e ".[dev]"' in dry("venv", f"VENV={tmp_path / 'v'}").replace("\\\n\t", "")
+    colab = dry("venv-colab")
+    assert '"torch==2.11.0"' in colab and "-c constraints/colab.txt" in colab
+    assert _constraints("colab.txt")["torch"] == "2.11.0"
+    latest = dry("venv-latest")
+    assert "-c constraints" not in latest and "--upgrade-strategy eager" in latest
+    test_colab = dry("test-colab")
+    assert "--nbmake" in test_colab and "notebooks/07_" in test_colab and ".venv-colab/bin/python -m pytest tests" \
+        in test_colab
+
+
 def test_pyproject_shape():
     cfg = _pyproject()
     deps = {_name(r): r for r in cfg["project"]["dependencies"]}
@@ -148,7 +199,8 @@ def test_ci_script():
     assert "set -euo pipefail" in text and "HF_HUB_OFFLINE=1" in text and "MPLBACKEND=Agg" in text
     assert "RECA_NB_HOME" in text
     steps = [l.strip() for l in text.splitlines() if l.strip().startswith("make ")]
-    assert steps == ["make venv", "make check-notebooks", "make test", "make test-browser"]
+    assert steps == ["make venv", "make check-notebooks", "make test", "make test-browser", "make venv-colab",
+                     "make test-colab"]
     assert "apt-get install -y -qq chromium" in text  # the Debian browser Playwright drives
     subprocess.run(["bash", "-n", str(path)], check=True)
 
