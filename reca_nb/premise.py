@@ -129,7 +129,7 @@ def main(argv=None):
     result = {"config": asdict(cfg), "command": "python -m reca_nb.premise " + " ".join(argv)}
     if cfg.arm != "base":
         result.update(post_train(model, cfg))
-    last = result.get("trajectory", [{}])[-1]
+    last = (result.get("trajectory") or [{}])[-1]
     if cfg.premise and last.get("step") == arm_recipe(cfg).steps:  # already measured on the final weights
         result.update(measure(model, replace(cfg, premise=False)), recon=last["recon"],
                       prompt_gap=last["prompt_gap"])
