@@ -12,14 +12,25 @@ one encoder serves both sides), so RecA refines a reading. A base is scored here
   * the prompt gap (`geneval.prompt_gap`): how much its T2I loss depends on the true prompt.
 
     python -m reca_nb.premise --arch=bagel --ckpt=results/work/bases/b/bagel.safetensors --out=gate.json
+
+With --arm the base is first post-trained, then measured the same way: "reca" = the RecA recipe
+`reca_nb.reproduce` runs for claim 1 (condition: the model's own und embedding + a template; no captions),
+"t2i" = the same steps and trainable parameters with only the T2I term (a same-steps T2I-only control),
+"reca_t2i" = RecA plus the T2I term at --lambda_t2i. The world options (i2t_fact_p, t2i_sparse_p) set the
+fine-tune's I2T / T2I pools as the base was pretrained; the T2I term never gets und views. --track_every=N
+also measures reconstruction and prompt gap every N training steps (the "trajectory" in the JSON).
+
+    python -m reca_nb.premise --arch=bagel --ckpt=B.safetensors --arm=reca --seed=1 --i2t_fact_p=0.5 \
+        --t2i_sparse_p=0.8 --out=reca-s1.json
 """
 from __future__ import annotations
 
 import json
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Literal
 
 import torch
 
@@ -30,7 +41,14 @@ from .config import apply_overrides, parse_overrides
 class PremiseConfig:
     arch: str = "bagel"  # registry name (reca_nb.archs)
     ckpt: str = ""  # base checkpoint; "" = the shipped data/checkpoints/<arch>.safetensors
-    seed: int = 0  # sampling seed, as a reproduce job's training seed
+    seed: int = 0  # training seed of the arm and sampling seed of the eval, as a reproduce job's seed
+    arm: Literal["base", "reca", "t2i", "reca_t2i"] = "base"  # post-training before measuring (see above)
+    steps: int = 0  # post-training steps; 0 = the reca preset's (BAGEL 200)
+    lambda_t2i: float = 0.5  # the T2I weight of the "reca_t2i" arm
+    i2t_fact_p: float = 0.0  # world options of the post-training pools: set them as the base's pretraining
+    t2i_sparse_p: float = 0.0
+    premise: bool = True  # also measure reconstruction and prompt gap (off: T2I + I2T only, as reproduce)
+    track_every: int = 0  # measure reconstruction + prompt gap every N post-training steps; 0 = never
     eval_per_category: int = 30  # GenEval-mini prompts per category (reproduce's full preset: 30 -> 180)
     i2t_n: int = 120  # held-out I2T scenes (reproduce: 120)
     und_res: int = 0  # reconstruction bottleneck; 0 = the RecA preset's (mini_und_res: BAGEL 16 px)
@@ -50,12 +68,55 @@ def measure(model, cfg: PremiseConfig) -> dict:
     gen = torch.Generator().manual_seed(EVAL_SEED + 7919 * cfg.seed)
     out["t2i"] = geneval.evaluate_t2i(model, cfg.eval_per_category, seed=EVAL_SEED, generator=gen, progress=False)
     out["i2t"] = geneval.evaluate_i2t(model, n=cfg.i2t_n, progress=False)
-    out["recon"] = geneval.evaluate_recon(model, res, cfg.eval_per_category, seed=EVAL_SEED,
-                                          generator=torch.Generator().manual_seed(EVAL_SEED + 7919 * cfg.seed),
-                                          progress=False)
-    out["prompt_gap"] = geneval.prompt_gap(model, n=cfg.gap_n, draws=cfg.gap_draws)
+    if cfg.premise:
+        out.update(premise_scores(model, cfg, res))
     out["eval_s"] = round(time.time() - t0, 1)
     return out
+
+
+def premise_scores(model, cfg: PremiseConfig, res: int) -> dict:
+    """Reconstruction from the model's own und embedding at `res` and the prompt gap."""
+    from . import geneval
+    from .reproduce import EVAL_SEED
+
+    gen = torch.Generator().manual_seed(EVAL_SEED + 7919 * cfg.seed)
+    return {"recon": geneval.evaluate_recon(model, res, cfg.eval_per_category, seed=EVAL_SEED, generator=gen,
+                                            progress=False),
+            "prompt_gap": geneval.prompt_gap(model, n=cfg.gap_n, draws=cfg.gap_draws)}
+
+
+def arm_recipe(cfg: PremiseConfig):
+    """The post-training recipe of an arm: reproduce's RecA recipe, its T2I-only twin, or RecA + T2I."""
+    from .reproduce import ReproduceConfig, reca_recipe
+
+    reca = reca_recipe(cfg.arch, ReproduceConfig(steps=cfg.steps, device="cpu"))
+    reca = replace(reca, seed=cfg.seed, i2t_fact_p=cfg.i2t_fact_p, t2i_sparse_p=cfg.t2i_sparse_p,
+                   eval_every=cfg.track_every, save_every=0)
+    if cfg.arm == "t2i":
+        return replace(reca, stage="control", lambda_reca=0.0, lambda_t2i=1.0)
+    if cfg.arm == "reca_t2i":
+        return replace(reca, lambda_t2i=cfg.lambda_t2i)
+    return reca
+
+
+def post_train(model, cfg: PremiseConfig) -> dict:
+    """Train the arm in place; its history rows (losses and, with track_every, the premise trajectory)."""
+    from .recipe import mini_und_res
+    from .train import train
+
+    recipe = arm_recipe(cfg)
+    res = cfg.und_res or mini_und_res(cfg.arch, model.image_size)
+    evals = {"premise": lambda m: premise_scores(m, cfg, res)} if cfg.track_every else {}
+    t0 = time.time()
+    rows = train(model, recipe, progress=False, evals=evals)
+    keep = ("step", "loss", "loss_reca", "loss_t2i", "loss_i2t")
+    return {"recipe": {k: v for k, v in asdict(recipe).items() if k in ("steps", "lr", "batch", "lambda_reca",
+                                                                      "lambda_t2i", "lambda_i2t", "freeze",
+                                                                      "und_res", "prompts", "i2t_fact_p",
+                                                                      "t2i_sparse_p", "t2i_view_p")},
+            "history": [{k: r[k] for k in keep if k in r} for r in rows if "eval" not in r][::5],
+            "trajectory": [{"step": r["step"], **r["eval"]["premise"]} for r in rows if "eval" in r],
+            "train_s": round(time.time() - t0, 1)}
 
 
 def main(argv=None):
@@ -65,8 +126,15 @@ def main(argv=None):
     cfg = apply_overrides(PremiseConfig(), parse_overrides(argv))
     torch.set_num_threads(cfg.threads)
     model = archs.load_base(cfg.arch, cfg.ckpt or None)
-    result = {"config": asdict(cfg), "command": "python -m reca_nb.premise " + " ".join(argv),
-              **measure(model, cfg)}
+    result = {"config": asdict(cfg), "command": "python -m reca_nb.premise " + " ".join(argv)}
+    if cfg.arm != "base":
+        result.update(post_train(model, cfg))
+    last = (result.get("trajectory") or [{}])[-1]
+    if cfg.premise and last.get("step") == arm_recipe(cfg).steps:  # already measured on the final weights
+        result.update(measure(model, replace(cfg, premise=False)), recon=last["recon"],
+                      prompt_gap=last["prompt_gap"])
+    else:
+        result.update(measure(model, cfg))
     text = json.dumps(result, indent=1)
     print(text)
     if cfg.out:

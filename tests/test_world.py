@@ -253,3 +253,21 @@ def test_premise_cli_measures_a_base(tmp_path):
     assert set(r["prompt_gap"]) >= {"gap", "loss_true", "loss_shuffled"}
     with pytest.raises(ValueError, match="gap_n"):
         premise.main(["--gap_m=3"])
+
+
+def test_premise_arms_differ_only_in_their_loss_terms():
+    from reca_nb.premise import PremiseConfig, arm_recipe
+    from reca_nb.reproduce import ReproduceConfig, reca_recipe
+
+    cfg = PremiseConfig(arch="bagel", seed=2, i2t_fact_p=0.5, t2i_sparse_p=0.8)
+    reca = arm_recipe(replace(cfg, arm="reca"))
+    t2i = arm_recipe(replace(cfg, arm="t2i"))
+    both = arm_recipe(replace(cfg, arm="reca_t2i", lambda_t2i=0.5))
+    shipped = reca_recipe("bagel", ReproduceConfig(device="cpu"))
+    assert reca.active_terms == ("reca",) and t2i.active_terms == ("t2i",) and both.active_terms == ("reca", "t2i")
+    assert both.lambda_t2i == 0.5 and reca.seed == t2i.seed == 2 and t2i.t2i_view_p == 0.0
+    for r in (reca, t2i, both):  # the same steps, optimiser and trainable parameters as reproduce's RecA job
+        assert (r.steps, r.lr, r.batch, r.freeze, r.und_res, r.prompts) == (
+            shipped.steps, shipped.lr, shipped.batch, shipped.freeze, shipped.und_res, shipped.prompts)
+        assert (r.i2t_fact_p, r.t2i_sparse_p) == (0.5, 0.8)
+    assert arm_recipe(replace(cfg, arm="reca", steps=20)).steps == 20
