@@ -45,7 +45,7 @@ endif
 # nothing in this project may download weights or data sets from a hub
 export HF_HUB_OFFLINE := 1
 
-.PHONY: help venv venv-colab venv-latest test-colab test-latest lab lab-reset test-browser tour test test-fast notebooks check-notebooks data bench reproduce clean-venv
+.PHONY: help venv venv-colab venv-latest test-colab test-latest lab lab-reset test-browser tour test test-fast notebooks check-notebooks colab-links data bench reproduce clean-venv
 
 help:
 	@echo "make lab              JupyterLab at http://127.0.0.1:8888 on working copies in $(LAB_DIR) (creates .venv first)"
@@ -56,6 +56,7 @@ help:
 	@echo "make tour             execute the notebook series headless into $(TOUR_DIR) (+ figures)"
 	@echo "make notebooks        regenerate notebooks/*.ipynb from their py:percent sources, no outputs"
 	@echo "make check-notebooks  fail if any .ipynb is out of sync with its .py or has outputs"
+	@echo "make colab-links      write pyproject's [project.urls] Repository into every Colab badge and clone cell"
 	@echo "make data             regenerate the shipped artefacts in data/ (tokenizers, CLIP, scorer, bases)"
 	@echo "make bench            loop overhead ratio, per-arch RecA throughput + memory, per-notebook wall time -> results/bench.md"
 	@echo "make reproduce        the paper's claims over seeds -> results/claims.md (REPRODUCE_ARGS=\"--jobs=12 --device=cuda\")"
@@ -135,6 +136,9 @@ notebooks: $(STAMP)
 
 check-notebooks: $(STAMP)
 	$(PY) tools/sync_notebooks.py --check
+
+colab-links: $(STAMP)
+	$(PY) tools/set_repo_url.py
 
 # --- shipped artefacts and experiments ------------------------------------------------------------------
 data: $(STAMP)

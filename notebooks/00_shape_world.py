@@ -13,7 +13,7 @@
 # %% [markdown]
 # # 00 · Shape world, tokenizers and GenEval-mini
 #
-# [![Open in Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/OWNER/reca_nb/blob/main/notebooks/00_shape_world.ipynb)
+# [![Open in Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/YOUR-GITHUB-ACCOUNT/reca_nb/blob/main/notebooks/00_shape_world.ipynb)
 #
 # **What you will learn**
 # - the synthetic *shape world* every miniature is trained on, and its two kinds of text: GenEval-style
@@ -31,9 +31,11 @@ import subprocess
 import sys
 
 if "google.colab" in sys.modules and not os.path.isdir("/content/reca_nb"):
-    subprocess.run(["git", "clone", "--depth=1", "https://github.com/OWNER/reca_nb", "/content/reca_nb"], check=True)
+    subprocess.run(["git", "clone", "--depth=1", "https://github.com/YOUR-GITHUB-ACCOUNT/reca_nb", "/content/reca_nb"], check=True)
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", "/content/reca_nb"], check=True)
     sys.path.insert(0, "/content/reca_nb")
+    print("reca_nb installed. If Colab asks to restart the session, accept, then run the notebook again from "
+          "the top (this cell then skips the install).")
 
 # %%
 import torch

@@ -13,7 +13,7 @@
 # %% [markdown]
 # # 01 · What RecA is: one model, end to end
 #
-# [![Open in Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/OWNER/reca_nb/blob/main/notebooks/01_what_is_reca.ipynb)
+# [![Open in Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/YOUR-GITHUB-ACCOUNT/reca_nb/blob/main/notebooks/01_what_is_reca.ipynb)
 #
 # **What you will learn**
 # - the RecA objective: reconstruct an image from the model's *own understanding embedding* of it plus a
@@ -30,9 +30,11 @@ import subprocess
 import sys
 
 if "google.colab" in sys.modules and not os.path.isdir("/content/reca_nb"):
-    subprocess.run(["git", "clone", "--depth=1", "https://github.com/OWNER/reca_nb", "/content/reca_nb"], check=True)
+    subprocess.run(["git", "clone", "--depth=1", "https://github.com/YOUR-GITHUB-ACCOUNT/reca_nb", "/content/reca_nb"], check=True)
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", "/content/reca_nb"], check=True)
     sys.path.insert(0, "/content/reca_nb")
+    print("reca_nb installed. If Colab asks to restart the session, accept, then run the notebook again from "
+          "the top (this cell then skips the install).")
 
 # %%
 from dataclasses import replace

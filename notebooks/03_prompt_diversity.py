@@ -13,7 +13,7 @@
 # %% [markdown]
 # # 03 · Practice 2: prompt diversity
 #
-# [![Open in Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/OWNER/reca_nb/blob/main/notebooks/03_prompt_diversity.ipynb)
+# [![Open in Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/YOUR-GITHUB-ACCOUNT/reca_nb/blob/main/notebooks/03_prompt_diversity.ipynb)
 #
 # **What you will learn**
 # - what the RecA "prompt" is: never the image's caption, always a *template* asking to describe the image,
@@ -33,9 +33,11 @@ import subprocess
 import sys
 
 if "google.colab" in sys.modules and not os.path.isdir("/content/reca_nb"):
-    subprocess.run(["git", "clone", "--depth=1", "https://github.com/OWNER/reca_nb", "/content/reca_nb"], check=True)
+    subprocess.run(["git", "clone", "--depth=1", "https://github.com/YOUR-GITHUB-ACCOUNT/reca_nb", "/content/reca_nb"], check=True)
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", "/content/reca_nb"], check=True)
     sys.path.insert(0, "/content/reca_nb")
+    print("reca_nb installed. If Colab asks to restart the session, accept, then run the notebook again from "
+          "the top (this cell then skips the install).")
 
 # %%
 import json

@@ -13,7 +13,7 @@
 # %% [markdown]
 # # 04 · Practice 3: freeze understanding in decoupled models
 #
-# [![Open in Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/OWNER/reca_nb/blob/main/notebooks/04_freeze_understanding.ipynb)
+# [![Open in Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/YOUR-GITHUB-ACCOUNT/reca_nb/blob/main/notebooks/04_freeze_understanding.ipynb)
 #
 # **What you will learn**
 # - what "decoupled" means: BAGEL (a mixture of transformers: an understanding expert and a generation expert
@@ -32,9 +32,11 @@ import subprocess
 import sys
 
 if "google.colab" in sys.modules and not os.path.isdir("/content/reca_nb"):
-    subprocess.run(["git", "clone", "--depth=1", "https://github.com/OWNER/reca_nb", "/content/reca_nb"], check=True)
+    subprocess.run(["git", "clone", "--depth=1", "https://github.com/YOUR-GITHUB-ACCOUNT/reca_nb", "/content/reca_nb"], check=True)
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", "/content/reca_nb"], check=True)
     sys.path.insert(0, "/content/reca_nb")
+    print("reca_nb installed. If Colab asks to restart the session, accept, then run the notebook again from "
+          "the top (this cell then skips the install).")
 
 # %%
 import hashlib

@@ -17,7 +17,7 @@
 # %% [markdown]
 # # 07 · Real checkpoints: RecA on Janus-Pro (and an OpenUni-style model) with LoRA
 #
-# [![Open in Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/OWNER/reca_nb/blob/main/notebooks/07_real_checkpoints.ipynb)
+# [![Open in Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/YOUR-GITHUB-ACCOUNT/reca_nb/blob/main/notebooks/07_real_checkpoints.ipynb)
 #
 # **What you will learn**
 # - how the same `train()` loop runs RecA on a real unified model, Janus-Pro-1B from `transformers`, with LoRA
@@ -51,9 +51,11 @@ import sys
 # Runtime > Restart session and run the notebook again from the top: the clone is kept, this cell skips the
 # install, and the restarted kernel finds the editable install by itself.
 if "google.colab" in sys.modules and not os.path.isdir("/content/reca_nb"):
-    subprocess.run(["git", "clone", "--depth=1", "https://github.com/OWNER/reca_nb", "/content/reca_nb"], check=True)
+    subprocess.run(["git", "clone", "--depth=1", "https://github.com/YOUR-GITHUB-ACCOUNT/reca_nb", "/content/reca_nb"], check=True)
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", "/content/reca_nb"], check=True)
     sys.path.insert(0, "/content/reca_nb")
+    print("reca_nb installed. If Colab asks to restart the session, accept, then run the notebook again from "
+          "the top (this cell then skips the install).")
 
 # %%
 import importlib.util
