@@ -42,6 +42,8 @@ Training note (measured, I2T alone, batch 32, AdamW 2e-3): captions first name e
 from __future__ import annotations
 
 import argparse
+import functools
+import inspect
 import json
 import math
 import time
@@ -59,6 +61,21 @@ from .umm import UMM, cache_kwargs
 
 VQ_FILE = DATA_DIR / "tokenizers" / "janus_vq.safetensors"
 VQ_COMMAND = "python -m reca_nb.janus fit-vq"
+
+
+@functools.cache
+def hf_janus_generate_works() -> bool:
+    """Some transformers releases (5.15, Colab's in late 2026) call `_prepare_static_cache` from Janus's
+    `generate` without its required `prefill_chunk_size`: there `generate(generation_mode="image")` always raises,
+    so sampling falls back to the loop below (same distribution; a different random stream)."""
+    from transformers.generation.utils import GenerationMixin
+
+    param = inspect.signature(GenerationMixin._prepare_static_cache).parameters.get("prefill_chunk_size")
+    if param is None or param.default is not inspect.Parameter.empty:
+        return True
+    from transformers.models.janus import modeling_janus
+
+    return "prefill_chunk_size" in inspect.getsource(modeling_janus.JanusForConditionalGeneration.generate)
 
 
 @dataclass
@@ -275,10 +292,14 @@ class JanusMini(UMM):
         temperature = c.temperature if temperature is None else temperature
         top_k = c.top_k if top_k is None else top_k
         guided = cfg_scale is not None and cfg_scale > 1
-        use_generate = (cond is None and guided) if use_generate is None else use_generate
+        if use_generate is None:
+            use_generate = cond is None and guided and hf_janus_generate_works()
         if use_generate and (cond is not None or not guided):  # generate always doubles the batch for CFG
             raise ValueError("transformers' Janus generate needs cfg_scale > 1 and cannot take a condition "
                              "embedding; use use_generate=False")
+        if use_generate and not hf_janus_generate_works():
+            raise RuntimeError("this transformers version's Janus generate cannot build its cache; "
+                               "use use_generate=False (the same sampler, written here)")
         ids, mask = self._gen_prefix(prompts, 0 if cond is None else cond.shape[1])
         if use_generate:
             kw = dict(do_sample=temperature > 0, guidance_scale=cfg_scale)
