@@ -210,7 +210,7 @@ def test_readme_opens_with_exactly_lab_and_test():
     first_block = re.search(r"```bash\n(.*?)```", text, re.S).group(1)
     commands = [l.split("#")[0].strip() for l in first_block.splitlines() if l.split("#")[0].strip()]
     assert commands == ["make lab", "make test"]
-    assert "colab.research.google.com/github/OWNER/reca_nb/blob/main/notebooks/" in text
+    assert "colab.research.google.com/github/" in text  # the address itself: tests/test_colab_links.py
 
 
 def test_readme_lists_every_notebook():
