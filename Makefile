@@ -7,7 +7,7 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-# interpreter that creates the venv (3.10+)
+# interpreter that creates the venv (3.11+: the tested pins need it)
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
