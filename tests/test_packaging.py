@@ -105,8 +105,7 @@ def test_colab_versions_satisfy_the_lower_bounds():
 @pytest.mark.skipif(shutil.which("make") is None, reason="make not installed")
 def test_make_venvs_install_their_constraints(tmp_path):
     def dry(*args):
-        return subprocess.run(["make", "-n", *args], cwd=REPO_ROOT, capture_output=True, text=True,
-                              check=True).stdout
+        return _make_dry_run(*args, check=True).stdout
     assert '-c constraints/tested.txt -e ".[dev]"' in dry("venv", f"VENV={tmp_path / 'v'}").replace("\\\n\t", "")
     colab = dry("venv-colab")
     assert '"torch==2.11.0"' in colab and "-c constraints/colab.txt" in colab
@@ -137,8 +136,11 @@ def test_import_reca_nb_is_light():
 
 
 # --- Makefile, CI script, README ------------------------------------------------------------------------
-def _make_dry_run(*targets):
-    return subprocess.run(["make", "-n", *targets], cwd=REPO_ROOT, capture_output=True, text=True)
+def _make_dry_run(*args, check: bool = False):
+    # under an outer make (`make test-colab` runs `make test VENV=... NOTEBOOKS=...`) its command-line variables
+    # reach us through MAKEFLAGS and would override the Makefile's own: read the Makefile as a user's make does
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES")}
+    return subprocess.run(["make", "-n", *args], cwd=REPO_ROOT, capture_output=True, text=True, check=check, env=env)
 
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="make not installed")
@@ -147,8 +149,7 @@ def test_make_targets_exist_and_install_torch_first(tmp_path):
         r = _make_dry_run(target)
         assert r.returncode == 0, f"make -n {target}: {r.stderr}"
     # a venv that does not exist yet: the recipe must create it and install pinned torch before the package
-    r = subprocess.run(["make", "-n", "venv", f"VENV={tmp_path / 'v'}"], cwd=REPO_ROOT, capture_output=True,
-                       text=True, check=True)
+    r = _make_dry_run("venv", f"VENV={tmp_path / 'v'}", check=True)
     lines = r.stdout.splitlines()
     torch_at = next(i for i, l in enumerate(lines) if '"torch==2.13.0"' in l)
     pkg_at = next(i for i, l in enumerate(lines) if '-e ".[dev]"' in l)
