@@ -200,8 +200,7 @@ def test_ci_script():
     assert "set -euo pipefail" in text and "HF_HUB_OFFLINE=1" in text and "MPLBACKEND=Agg" in text
     assert "RECA_NB_HOME" in text
     steps = [l.strip() for l in text.splitlines() if l.strip().startswith("make ")]
-    # make test-colab is not in CI yet: 4 tests fail at Colab's versions (3 from make flags leaking into the
-    # packaging tests' nested `make -n`, 1 in test_harmon), see README "Tests and CI"
+    # make test-colab is not in CI yet (a Harmon test fails at Colab's versions), see README "Tests and CI"
     assert steps == ["make venv", "make check-notebooks", "make test", "make test-browser"]
     assert "apt-get install -y -qq chromium" in text  # the Debian browser Playwright drives
     subprocess.run(["bash", "-n", str(path)], check=True)
