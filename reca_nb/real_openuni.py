@@ -66,14 +66,18 @@ class OpenUniReal(UMM):
     arch = "openuni-real"
     config_cls = OpenUniRealConfig
 
-    def __init__(self, config: OpenUniRealConfig | None = None, device=None):
+    def __init__(self, config: OpenUniRealConfig | None = None, device=None, parts: tuple | None = None):
+        """parts: (tokenizer, vlm, dit, vae) built by the caller (e.g. real sizes with random weights, for the
+        memory benchmark); None: from the hub ids, or tiny random ones when config.tiny."""
         super().__init__()
         from diffusers import FlowMatchEulerDiscreteScheduler
 
         cfg = copy.deepcopy(config) if config is not None else OpenUniRealConfig()
         dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         dtype = _resolve_dtype(cfg.dtype, dev)
-        self.tok, self.vlm, self.dit, self.vae = (_tiny_parts if cfg.tiny else _hub_parts)(cfg, dtype)
+        self.tok, self.vlm, self.dit, self.vae = parts or (_tiny_parts if cfg.tiny else _hub_parts)(cfg, dtype)
+        if parts is not None:
+            self.vlm, self.vae = self.vlm.to(dtype), self.vae.to(dtype)
         self.vlm.requires_grad_(False).eval()
         self.vae.requires_grad_(False).eval()
         cfg.und_size = self.vlm.config.vision_config.image_size[0]
@@ -351,13 +355,11 @@ def _hub_parts(cfg: OpenUniRealConfig, dtype: torch.dtype):
     return tok, vlm, dit, vae
 
 
-def _tiny_parts(cfg: OpenUniRealConfig, dtype: torch.dtype):
-    """The same classes at a tiny random size, no download: a word-level tokenizer over the shape-world
-    vocabulary with InternVL's chat tokens, InternVL (ViT 32 px / patch 4 -> 16 image tokens, Qwen2 LLM of
-    width 64), a 2-stage DC-AE (factor 4, 4 channels) and a 2-layer SANA."""
-    from diffusers import AutoencoderDC, SanaTransformer2DModel
+def tiny_tokenizer(cfg: OpenUniRealConfig):
+    """A word-level tokenizer over the shape-world vocabulary with InternVL's chat tokens: an offline stand-in
+    for the VLM's own tokenizer (its ids fit any vocabulary at least as large)."""
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
-    from transformers import InternVLConfig, InternVLForConditionalGeneration, PreTrainedTokenizerFast
+    from transformers import PreTrainedTokenizerFast
 
     from . import text
 
@@ -368,8 +370,19 @@ def _tiny_parts(cfg: OpenUniRealConfig, dtype: torch.dtype):
     backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     backend.normalizer = normalizers.Lowercase()
     backend.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", unk_token="<unk>",
-                                  eos_token="<|im_end|>", additional_special_tokens=specials[2:])
+    return PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", unk_token="<unk>",
+                                   eos_token="<|im_end|>", additional_special_tokens=specials[2:])
+
+
+def _tiny_parts(cfg: OpenUniRealConfig, dtype: torch.dtype):
+    """The same classes at a tiny random size, no download: a word-level tokenizer over the shape-world
+    vocabulary with InternVL's chat tokens, InternVL (ViT 32 px / patch 4 -> 16 image tokens, Qwen2 LLM of
+    width 64), a 2-stage DC-AE (factor 4, 4 channels) and a 2-layer SANA."""
+    from diffusers import AutoencoderDC, SanaTransformer2DModel
+    from transformers import InternVLConfig, InternVLForConditionalGeneration
+
+    tok = tiny_tokenizer(cfg)
+    vocab = tok.get_vocab()
     d = 64
     vlm = InternVLForConditionalGeneration(InternVLConfig(
         vision_config=dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
