@@ -40,46 +40,40 @@ GB = 1024 ** 3
 
 # ----------------------------------------------------------------------------- the models at real size
 
+def janus_pro_1b_config(image_token_id: int):
+    """transformers' JanusConfig at Janus-Pro-1B's sizes (its vision and VQ defaults are Janus-Pro's)."""
+    from transformers import JanusConfig
+
+    return JanusConfig(
+        text_config=dict(model_type="llama", vocab_size=102400, hidden_size=2048, intermediate_size=5632,
+                         num_hidden_layers=24, num_attention_heads=16, num_key_value_heads=16,
+                         max_position_embeddings=16384),
+        tie_word_embeddings=False, image_token_id=image_token_id)
+
+
 def janus_pro_1b(dtype: str, device: str, size: str):
     """Janus-Pro-1B's architecture with random weights (size="tiny": the offline tiny twin)."""
     import torch
-    from transformers import GenerationConfig, JanusConfig, JanusForConditionalGeneration
+    from transformers import JanusForConditionalGeneration
 
     from reca_nb import real_janus
 
     if size == "tiny":
         return real_janus.load(tiny=True, dtype=dtype, device=device)
     cfg = real_janus.JanusProConfig(model_id="random Janus-Pro-1B", dtype=dtype, tiny_image_size=384,
-                                    tiny_patch=16, max_caption_tokens=128)
+                                    tiny_patch=16, gradient_checkpointing=True)
     processor = real_janus.tiny_processor(cfg)  # byte-level stand-in at 384 px, 576 image tokens
-    tok = processor.tokenizer
-    hf_cfg = JanusConfig(
-        text_config=dict(model_type="llama", vocab_size=102400, hidden_size=2048, intermediate_size=5632,
-                         num_hidden_layers=24, num_attention_heads=16, num_key_value_heads=16,
-                         max_position_embeddings=16384),
-        tie_word_embeddings=False, image_token_id=tok.convert_tokens_to_ids(real_janus.IMAGE))
     torch.manual_seed(0)
-    hf = JanusForConditionalGeneration(hf_cfg)
-    hf.generation_config = GenerationConfig(bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-                                            pad_token_id=tok.pad_token_id)
-    return real_janus.JanusPro(replace(cfg, gradient_checkpointing=True), hf=hf, processor=processor,
-                               device=device)
+    hf = JanusForConditionalGeneration(janus_pro_1b_config(processor.tokenizer.convert_tokens_to_ids(
+        real_janus.IMAGE)))
+    return real_janus.JanusPro(cfg, hf=hf, processor=processor, device=device)
 
 
-def openuni_b(dtype: str, device: str, size: str):
-    """OpenUni-B's parts (InternVL3-1B, SANA-0.6B 512 px, DC-AE f32c32) with random weights."""
-    import torch
+def openuni_b_parts(tok):
+    """InternVL3-1B, SANA-0.6B (512 px) and DC-AE f32c32 modules at their published sizes, random weights."""
     from diffusers import AutoencoderDC, SanaTransformer2DModel
     from transformers import InternVLConfig, InternVLForConditionalGeneration
 
-    from reca_nb import real_openuni
-
-    if size == "tiny":
-        return real_openuni.load(tiny=True, dtype=dtype, device=device)
-    cfg = real_openuni.OpenUniRealConfig(vlm_id="random InternVL3-1B", dit_id="random SANA-0.6B",
-                                         vae_id="random dc-ae-f32c32", dtype=dtype)
-    tok = real_openuni.tiny_tokenizer(cfg)
-    torch.manual_seed(0)
     vlm = InternVLForConditionalGeneration(InternVLConfig(  # vision defaults = InternViT-300M at 448 px
         text_config=dict(model_type="qwen2", vocab_size=151674, hidden_size=896, intermediate_size=4864,
                          num_hidden_layers=24, num_attention_heads=14, num_key_value_heads=2,
@@ -94,7 +88,22 @@ def openuni_b(dtype: str, device: str, size: str):
     vae = AutoencoderDC(encoder_block_types=vit, decoder_block_types=vit,
                         decoder_norm_types=("batch_norm",) * 3 + ("rms_norm",) * 3,
                         decoder_act_fns=("relu",) * 3 + ("silu",) * 3, scaling_factor=0.41407)
-    return real_openuni.OpenUniReal(cfg, device=device, parts=(tok, vlm, dit, vae))
+    return vlm, dit, vae
+
+
+def openuni_b(dtype: str, device: str, size: str):
+    """OpenUni-B's parts with random weights (size="tiny": the offline tiny twin)."""
+    import torch
+
+    from reca_nb import real_openuni
+
+    if size == "tiny":
+        return real_openuni.load(tiny=True, dtype=dtype, device=device)
+    cfg = real_openuni.OpenUniRealConfig(vlm_id="random InternVL3-1B", dit_id="random SANA-0.6B",
+                                         vae_id="random dc-ae-f32c32", dtype=dtype)
+    tok = real_openuni.tiny_tokenizer(cfg)
+    torch.manual_seed(0)
+    return real_openuni.OpenUniReal(cfg, device=device, parts=(tok, *openuni_b_parts(tok)))
 
 
 def recipe_for(name: str, model, batch: int, steps: int):

@@ -500,8 +500,9 @@ def main(argv=None):
     from .folder import ImageFolder
     from .memory import estimate_memory, format_memory
     from .paths import cache_dir
-    from .train import train
+    from .train import launch_print, train
 
+    print = launch_print()
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)

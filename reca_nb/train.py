@@ -9,7 +9,8 @@ on top of a freeze policy (practice 3) and an I2T mix (practice 4), all read fro
     python -m reca_nb.train --arch=showo-clip --preset=reca --steps=200         # CLI (see main())
 
 Built on accelerate: the same code runs on CPU, one GPU and `accelerate launch` multi-GPU (each process draws
-its own batches, so the effective batch is batch x processes). Checkpoints are safetensors (weights,
+its share of one global batch of batch x processes samples, so N processes with batch B follow the run of one
+process with batch N*B). Checkpoints are safetensors (weights,
 optimizer, scheduler, RNG streams, history); `resume="latest"` continues bit-identically on CPU. Ctrl-C
 finishes the current step, saves, then raises TrainingInterrupted (a KeyboardInterrupt; the CLI turns it into
 one line with the `--resume` command). A NaN/inf loss stops the run before the weights are touched.
@@ -203,7 +204,11 @@ def train(model, recipe: Recipe, out_dir=None, resume=None, callbacks=(), progre
     from accelerate import Accelerator
     from accelerate.utils import DistributedDataParallelKwargs
 
-    accelerator = Accelerator(cpu=recipe.device == "cpu", step_scheduler_with_optimizer=False,
+    # a multi-process launch without CUDA must ask for CPU (gloo) explicitly: otherwise accelerate sees no
+    # distributed backend and every process trains alone on its own copy
+    cpu = recipe.device == "cpu" or (recipe.device == "auto" and not torch.cuda.is_available()
+                                     and int(os.environ.get("WORLD_SIZE", "1")) > 1)
+    accelerator = Accelerator(cpu=cpu, step_scheduler_with_optimizer=False,
                               kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
     if recipe.device == "cuda" and accelerator.device.type != "cuda":
         raise RuntimeError("Recipe.device='cuda' but no CUDA device is visible")
@@ -220,7 +225,9 @@ def train(model, recipe: Recipe, out_dir=None, resume=None, callbacks=(), progre
         objective, optimizer, scheduler = accelerator.prepare(Objective(model), optimizer, scheduler)
         umm = accelerator.unwrap_model(objective).umm
         # --- data -------------------------------------------------------------------------------------
-        seed = recipe.seed + accelerator.process_index
+        # every process draws the same global batch and keeps its own share (_Shard): the run depends on the
+        # global batch only, not on how many processes split it, and one checkpointed data state fits all
+        seed = recipe.seed
         data = (Batches(umm.image_size, recipe.n_images, recipe.n_t2i_pairs, recipe.data_seed, seed=seed,
                         prompts=recipe.prompts, device=accelerator.device, i2t_fact_p=recipe.i2t_fact_p,
                         t2i_sparse_p=recipe.t2i_sparse_p) if data is None else
@@ -228,6 +235,8 @@ def train(model, recipe: Recipe, out_dir=None, resume=None, callbacks=(), progre
         if (recipe.i2t_fact_p or recipe.t2i_sparse_p or recipe.t2i_view_p) and not isinstance(data, Batches):
             raise ValueError("the world options (i2t_fact_p, t2i_sparse_p, t2i_view_p) need the shape-world "
                              "pools; leave them at 0 when training on your own data")
+        if accelerator.num_processes > 1:
+            data = _Shard(data, accelerator.process_index, accelerator.num_processes)
         lam = {"reca": recipe.lambda_reca, "i2t": recipe.lambda_i2t, "t2i": recipe.lambda_t2i}
         if monitor is None and "reca" in terms:
             monitor = CollapseMonitor(threshold=recipe.collapse_threshold, stop=recipe.collapse_stop)
@@ -272,7 +281,12 @@ def train(model, recipe: Recipe, out_dir=None, resume=None, callbacks=(), progre
                     losses = objective(batch)
                     loss = sum(lam[k] * v for k, v in losses.items())
                     values = {k: v.item() for k, v in losses.items()}
-                    if not math.isfinite(loss.item()):
+                    loss_value = loss.item()
+                    if accelerator.num_processes > 1:  # log the global batch: the mean of the equal shares
+                        both = torch.tensor([loss_value, *values.values()], device=accelerator.device)
+                        loss_value, *rest = accelerator.reduce(both, reduction="mean").tolist()
+                        values = dict(zip(values, rest))
+                    if not math.isfinite(loss_value):
                         raise FloatingPointError(_bad_step_msg("loss", values, step, out_dir))
                     accelerator.backward(loss)
                     if recipe.grad_clip > 0:
@@ -288,9 +302,9 @@ def train(model, recipe: Recipe, out_dir=None, resume=None, callbacks=(), progre
                     # bookkeeping for this step (all consistent: a checkpoint now is a clean restart point)
                     for k, v in values.items():
                         window[k] = window.get(k, 0.0) + v
-                    window["loss"] += loss.item()
+                    window["loss"] += loss_value
                     window["n"] += 1
-                    window["samples"] += sum(len(b[-1]) for b in batch.values())
+                    window["samples"] += sum(len(b[-1]) for b in batch.values()) * accelerator.num_processes
                     agree = None
                     if monitor is not None and "reca" in values:
                         if step % recipe.log_every == 0 or step == recipe.steps:
@@ -353,6 +367,41 @@ def _make_batch(data: Batches, recipe: Recipe, terms, umm, step: int) -> dict:
         else:
             batch["t2i"] = data.t2i(recipe.batch)
     return batch
+
+
+class _Shard:
+    """One process's share of every batch under `accelerate launch`: all processes draw the same global batch
+    (B x processes, same generator and seed) and each keeps its own contiguous slice of B samples, so N
+    processes with batch B train on exactly the samples one process with batch N*B would."""
+
+    def __init__(self, data, rank: int, world: int):
+        self.data, self.rank, self.world = data, rank, world
+
+    def _mine(self, out: tuple, B: int) -> tuple:
+        lo = self.rank * B
+        return tuple(x[lo:lo + B] for x in out)
+
+    def reca(self, B: int):
+        return self._mine(self.data.reca(B * self.world), B)
+
+    def i2t(self, B: int):
+        return self._mine(self.data.i2t(B * self.world), B)
+
+    def t2i(self, B: int):
+        return self._mine(self.data.t2i(B * self.world), B)
+
+    def t2i_views(self, B: int, p: float, jitter: float = 2.0):
+        images, prompts, views, has_view = self.data.t2i_views(B * self.world, p, jitter)
+        lo = self.rank * B
+        first = int(has_view[:lo].sum())  # views hold only the rows that have one, in row order
+        k = int(has_view[lo:lo + B].sum())
+        return images[lo:lo + B], prompts[lo:lo + B], views[first:first + k], has_view[lo:lo + B]
+
+    def state(self) -> torch.Tensor:
+        return self.data.state()
+
+    def set_state(self, state: torch.Tensor):
+        self.data.set_state(state)
 
 
 def _new_window() -> dict:
@@ -627,6 +676,7 @@ def main(argv=None):
     from .paths import cache_dir
     from .recipe import preset
 
+    print = launch_print()
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)
@@ -664,6 +714,12 @@ def main(argv=None):
     last = [r for r in history if "loss" in r][-1:] or [{}]
     print(f"done: {recipe.steps} steps; last row {last[0]}; model at {out / 'model.safetensors'}")
     return history
+
+
+def launch_print():
+    """`print` in the main process of an `accelerate launch` (RANK 0, or no launcher); a no-op elsewhere, so a
+    multi-process run reports once."""
+    return print if int(os.environ.get("RANK", "0")) == 0 else (lambda *args, **kwargs: None)
 
 
 def cli(argv=None):

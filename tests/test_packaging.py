@@ -200,8 +200,8 @@ def test_ci_script():
     assert "set -euo pipefail" in text and "HF_HUB_OFFLINE=1" in text and "MPLBACKEND=Agg" in text
     assert "RECA_NB_HOME" in text
     steps = [l.strip() for l in text.splitlines() if l.strip().startswith("make ")]
-    # make test-colab is not in CI yet (a Harmon test fails at Colab's versions), see README "Tests and CI"
-    assert steps == ["make venv", "make check-notebooks", "make test", "make test-browser"]
+    assert steps == ["make venv", "make check-notebooks", "make test", "make test-browser", "make venv-colab",
+                     "make test-colab"]
     assert "apt-get install -y -qq chromium" in text  # the Debian browser Playwright drives
     subprocess.run(["bash", "-n", str(path)], check=True)
 
