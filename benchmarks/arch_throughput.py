@@ -23,7 +23,6 @@ import gc
 import json
 import os
 import resource
-import subprocess
 import sys
 import time
 from dataclasses import replace
@@ -154,6 +153,8 @@ def main(argv):
     if one:  # inside the per-arch subprocess: one JSON line on stdout
         print("RESULT " + json.dumps(worker(one, cfg)), flush=True)
         return None
+    from bench_report import machine_line, md_table, run_worker, write_section
+
     names = list(ARCHS) if cfg["archs"] == "all" else [check(a.strip()) for a in str(cfg["archs"]).split(",")]
     env = {**os.environ, "OMP_NUM_THREADS": str(cfg["threads"]), "HF_HUB_OFFLINE": "1"}
     passthrough = [f"--{k}={cfg[k]}" for k in ("steps", "warmup", "threads")]
@@ -168,35 +169,25 @@ def main(argv):
           f"threads={cfg['threads']}, devices={','.join(devices)}", flush=True)
     for arch, dev in jobs:
         t = time.perf_counter()
-        proc = subprocess.run([sys.executable, __file__, f"--_worker={arch}", f"--device={dev}", *passthrough],
-                              env=env, capture_output=True, text=True)
-        line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
-        if proc.returncode != 0 or not line:
-            tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
-            print(f"  {arch} ({dev}): FAILED (exit {proc.returncode}): {tail[0]}", flush=True)
+        r = run_worker(__file__, [f"--_worker={arch}", f"--device={dev}", *passthrough], env, f"{arch} ({dev})")
+        if r is None:
             continue
-        r = json.loads(line[0][7:])
         results.append(r)
         print(f"  {arch:<11} {dev:<4} {r['steps_per_s']:6.2f} steps/s  {r['samples_per_s']:7.1f} samples/s  "
               f"{_fmt(r['tokens_per_s'], '8.0f')} img tok/s  peak RSS {r['peak_rss_mb']:5.0f} MB "
               f"(Δ train {r['train_rss_delta_mb']:4.0f})  [{time.perf_counter() - t:.0f} s incl. start-up]",
               flush=True)
     header, rows = table(results)
-    from bench_report import md_table, write_section
 
     print()
     print(md_table(header, rows))
     if cfg["out"]:
-        import platform
-
-        import torch
-
         note = (f"## RecA step throughput per architecture\n\n`python benchmarks/arch_throughput.py` "
-                f"({time.strftime('%Y-%m-%d')}; {platform.machine()} {os.cpu_count()} cores, torch "
-                f"{torch.__version__}, threads={cfg['threads']}): fresh model per arch, preset `reca` batch, "
+                f"({machine_line(cfg['threads'])}): fresh model per arch, preset `reca` batch, "
                 f"{cfg['warmup']} warm-up + {cfg['steps']} timed steps of `train()`. img tok/s = RecA targets/s "
                 "x generation tokens per image; peak RSS = the worker's peak resident set during training; "
-                "Δ train = that peak minus the resident set just before (optimizer state, activations).\n\n" + md_table(header, rows))
+                "Δ train = that peak minus the resident set just before (optimizer state, activations).\n\n"
+                + md_table(header, rows))
         print(f"\nwrote {write_section(cfg['out'], 'arch_throughput', note)}")
     if len(results) < len(jobs):
         raise SystemExit(f"{len(jobs) - len(results)} run(s) failed")

@@ -2,7 +2,10 @@
 
     write_section("results/bench.md", "arch_throughput", markdown)   # replaces or appends the section
 """
+import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 from reca_nb.paths import REPO_ROOT
@@ -26,6 +29,30 @@ def md_table(header: list, rows: list) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
     return "\n".join(lines)
+
+
+def machine_line(threads) -> str:
+    """'2026-12-05; x86_64 2 cores, torch 2.13.0, threads=1': where and how a benchmark table was measured."""
+    import os
+    import platform
+    import time
+
+    import torch
+
+    return (f"{time.strftime('%Y-%m-%d')}; {platform.machine()} {os.cpu_count()} cores, torch {torch.__version__}, "
+            f"threads={threads}")
+
+
+def run_worker(script, args: list, env: dict, label: str):
+    """Run `script --_worker=... args` in a fresh interpreter (so its peak memory is its own) and return the
+    dict it prints as one `RESULT {json}` line; None (and a one-line FAILED report) when it fails."""
+    proc = subprocess.run([sys.executable, str(script), *args], env=env, capture_output=True, text=True)
+    line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
+    if proc.returncode != 0 or not line:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
+        print(f"  {label}: FAILED (exit {proc.returncode}): {tail[0]}", flush=True)
+        return None
+    return json.loads(line[0][7:])
 
 
 # --- one measurement, every place a newcomer reads a runtime ------------------------------------------------

@@ -25,7 +25,6 @@ without bf16 hardware only float32 is useful (`auto`), and a real-size step take
 """
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -224,6 +223,7 @@ def main(argv):
         print("RESULT " + json.dumps(worker(cfg.pop("_worker"), cfg)), flush=True)
         return None
     import torch
+    from bench_report import machine_line, md_table, run_worker, write_section
 
     devices = [cfg["device"]] if cfg["device"] != "auto" else ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     jobs = []
@@ -239,32 +239,23 @@ def main(argv):
     results = []
     for name, dev, dt in jobs:
         t = time.perf_counter()
-        proc = subprocess.run([sys.executable, __file__, f"--_worker={name}", f"--device={dev}", f"--dtype={dt}",
-                               *keep], env=env, capture_output=True, text=True)
-        line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
-        if proc.returncode != 0 or not line:
-            tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
-            print(f"  {name} ({dev}, {dt}): FAILED (exit {proc.returncode}): {tail[0]}", flush=True)
+        r = run_worker(__file__, [f"--_worker={name}", f"--device={dev}", f"--dtype={dt}", *keep], env,
+                       f"{name} ({dev}, {dt})")
+        if r is None:
             continue
-        r = json.loads(line[0][7:])
         results.append(r)
         print(f"  {name:<12} {dev:<4} {dt:<8} estimate {r['estimate_gb']:6.2f} GB  measured {r['measured_gb']:6.2f} GB"
               f" ({r['measured_kind']})  {r['s_per_step'] or 0:7.1f} s/step  [{time.perf_counter() - t:.0f} s in all]",
               flush=True)
-    from bench_report import md_table, write_section
-
     header, rows = table(results)
     print()
     print(md_table(header, rows))
     if cfg["out"] and results:
-        import platform
-
-        note = (f"## Real-size memory: one LoRA RecA step (Janus-Pro-1B, OpenUni-B)\n\n"
-                f"`python benchmarks/real_memory.py` ({time.strftime('%Y-%m-%d')}; {platform.machine()} "
-                f"{os.cpu_count()} cores, torch {torch.__version__}, threads={cfg['threads']}; random weights at the "
-                "published sizes). measured = CUDA max_memory_allocated on a GPU, peak resident set on the CPU "
-                "(runtime included); estimate = `reca_nb.memory.estimate_memory` (1 GB + 10 % CUDA overhead "
-                "included).\n\n" + md_table(header, rows))
+        note = ("## Real-size memory: one LoRA RecA step (Janus-Pro-1B, OpenUni-B)\n\n`python "
+                f"benchmarks/real_memory.py` ({machine_line(cfg['threads'])}; random weights at the published "
+                "sizes). measured = CUDA max_memory_allocated on a GPU, peak resident set on the CPU (runtime "
+                "included); estimate = `reca_nb.memory.estimate_memory` (1 GB + 10 % CUDA overhead included).\n\n"
+                + md_table(header, rows))
         print(f"\nwrote {write_section(cfg['out'], 'real_memory', note)}")
     if len(results) < len(jobs):
         raise SystemExit(f"{len(jobs) - len(results)} run(s) failed")
