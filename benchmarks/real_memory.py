@@ -20,7 +20,8 @@ its own:
 Columns: `estimate` is `reca_nb.memory.estimate_memory` for that model and recipe (what the notebooks print
 before training); `measured` is torch.cuda.max_memory_allocated over the timed steps on a GPU, or on the CPU the
 worker's peak resident set (VmHWM) over them, which also holds the Python/torch runtime; `ratio` = measured /
-estimate; `s/step` is the mean wall time of the timed steps. --batch=0 keeps the recipe's batch (4). On a CPU
+estimate; `s/step` is the mean wall time of the timed steps (with --warmup=0 it includes train()'s set-up);
+`held before training` is what the process held just before train() (weights, runtime). --batch=0 keeps the recipe's batch (4). On a CPU
 without bf16 hardware only float32 is useful (`auto`), and a real-size step takes minutes.
 """
 import json
@@ -162,6 +163,7 @@ def worker(name: str, cfg: dict) -> dict:
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
         rss0 = _reset_peak_rss()
+        before = torch.cuda.memory_allocated() if cuda else rss0 * 2**20
         start = time.perf_counter()
         history = train(model, recipe, progress=False, callbacks=[clock], data=folder.batches)
     rss1 = _peak_rss()
@@ -177,7 +179,7 @@ def worker(name: str, cfg: dict) -> dict:
         "estimate_gb": est["total"] / GB, "estimate_no_overhead_gb": (est["total"] - est["overhead"]) / GB,
         "measured_gb": (torch.cuda.max_memory_allocated() if cuda else rss1 * 2**20) / GB,
         "measured_kind": "cuda max_memory_allocated" if cuda else "peak RSS (VmHWM)",
-        "rss_before_train_gb": rss0 / 1024, "last_loss": rows[-1]["loss"] if rows else None,
+        "before_gb": before / GB, "last_loss": rows[-1]["loss"] if rows else None,
         "threads": cfg["threads"], "torch": torch.__version__,
     }
 
@@ -186,12 +188,13 @@ def worker(name: str, cfg: dict) -> dict:
 
 def table(results: list) -> tuple:
     header = ["model", "device", "dtype", "params", "trainable", "batch (RecA+I2T)", "estimate GB", "measured GB",
-              "measured / estimate", "s/step"]
+              "measured / estimate", "s/step", "held before training GB"]
     rows = [[r["model"] + ("" if r["size"] == "real" else " (tiny)"), r["device"], r["dtype"],
              f"{r['params_m'] / 1e3:.2f} B" if r["params_m"] > 1e3 else f"{r['params_m']:.1f} M",
              f"{r['trainable_m']:.2f} M", f"{r['batch']}+{r['i2t_batch']}", f"{r['estimate_gb']:.2f}",
              f"{r['measured_gb']:.2f}", f"{r['measured_gb'] / r['estimate_gb']:.2f}",
-             "n/a" if r["s_per_step"] is None else f"{r['s_per_step']:.1f}"] for r in results]
+             "n/a" if r["s_per_step"] is None else f"{r['s_per_step']:.3g}", f"{r['before_gb']:.2f}"]
+            for r in results]
     return header, rows
 
 
@@ -245,7 +248,7 @@ def main(argv):
             continue
         results.append(r)
         print(f"  {name:<12} {dev:<4} {dt:<8} estimate {r['estimate_gb']:6.2f} GB  measured {r['measured_gb']:6.2f} GB"
-              f" ({r['measured_kind']})  {r['s_per_step'] or 0:7.1f} s/step  [{time.perf_counter() - t:.0f} s in all]",
+              f" ({r['measured_kind']})  {r['s_per_step'] or 0:7.3g} s/step  [{time.perf_counter() - t:.0f} s in all]",
               flush=True)
     header, rows = table(results)
     print()

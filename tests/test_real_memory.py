@@ -51,6 +51,7 @@ def test_tiny_run_prints_measured_next_to_estimate():
         assert estimate > 1.0 and measured > 0.1  # GB: the estimate holds 1 GB of CUDA overhead
         assert ratio == pytest.approx(measured / estimate, abs=0.01)
         assert float(cells[9]) > 0  # s/step
+        assert 0 < float(cells[10]) <= measured  # what the process held before training: part of the peak
 
 
 def test_bad_options_are_one_line_errors():
