@@ -21,8 +21,9 @@ Columns: `estimate` is `reca_nb.memory.estimate_memory` for that model and recip
 before training); `measured` is torch.cuda.max_memory_allocated over the timed steps on a GPU, or on the CPU the
 worker's peak resident set (VmHWM) over them, which also holds the Python/torch runtime; `ratio` = measured /
 estimate; `s/step` is the mean wall time of the timed steps (with --warmup=0 it includes train()'s set-up);
-`held before training` is what the process held just before train() (weights, runtime). --batch=0 keeps the recipe's batch (4). On a CPU
-without bf16 hardware only float32 is useful (`auto`), and a real-size step takes minutes.
+`held before training` is what the process held just before train() (weights, runtime). --batch=0 keeps the
+recipe's batch (4). On a CPU without bf16 hardware only float32 is useful (`auto`), and a real-size step takes
+minutes.
 """
 import json
 import os
