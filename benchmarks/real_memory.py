@@ -11,8 +11,9 @@ tokens to sequences of ~1,200 / ~300). Each (model, dtype, device) runs in its o
 its own:
   Janus-Pro-1B   JanusForConditionalGeneration: LLaMA LLM 2048 wide, 24 layers, 16 heads, MLP 5632, vocabulary
                  102,400, untied LM head (2.08 B parameters in all); SigLIP-L/16 at 384 px (576 tokens); VQ
-                 16,384 codes, 24 x 24 grid (transformers' Janus vision / VQ defaults are Janus-Pro's). Recipe: `real_janus.recipe()` (LoRA r=16 on the
-                 LLM + full generation head, RecA + I2T 1:1, gradient checkpointing), I2T captions of 64 tokens.
+                 16,384 codes, 24 x 24 grid (transformers' Janus vision / VQ defaults are Janus-Pro's).
+                 Recipe: `real_janus.recipe()` (LoRA r=16 on the LLM + full generation head, RecA + I2T 1:1,
+                 gradient checkpointing), I2T captions of 64 tokens.
   OpenUni-B      InternVL3-1B (InternViT-300M at 448 px + a Qwen2.5-0.5B LLM: 896 wide, 24 layers, 14 heads,
                  2 KV heads, MLP 4864, vocabulary 151,674), 256 queries + a 6-layer connector, SANA-0.6B at
                  512 px (1152 wide, 28 layers), DC-AE f32c32. Recipe: LoRA r=16 on the DiT and connector,
