@@ -30,6 +30,7 @@ import os
 import time
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
@@ -75,8 +76,6 @@ def render_set(n: int, kind: str, size: int, seed: int, to32: bool = True):
 
 def variant_set(n: int, cfg: FitConfig, seed: int):
     """n renders at 32 with per-scene jitter_scale ~ U(1, max_jitter) and, in half of them, rounded squares."""
-    import numpy as np
-
     rng = np.random.default_rng(seed)
     xs, ys = [], []
     for i in range(n):

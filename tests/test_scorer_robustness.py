@@ -140,3 +140,17 @@ def test_uniform_palette_colour_is_no_object():
         images.append(x.clamp(0, 1).float())
     rate = _pass_rate(images, [[0, 0, 0, 0]] * N)
     assert rate >= 0.95, rate
+
+
+# ----------------------------------------------------------------------------- the training data behind it
+
+def test_training_specks_stay_small_and_in_empty_cells():
+    from reca_nb.fit_scorer import add_fragments
+
+    g = torch.Generator().manual_seed(930_010)
+    y = torch.randint(0, geneval.N_CLASSES, (64, 4), generator=g) * (torch.rand(64, 4, generator=g) < 0.5)
+    x = add_fragments(torch.zeros(64, 3, 32, 32), y, 1.0, g)
+    cells = (x.amax(1) > 0.2).view(64, 2, 16, 2, 16).sum((2, 4)).view(64, 4)  # painted pixels per cell
+    assert (cells[y != 0] == 0).all()  # occupied cells untouched (their label stays right)
+    assert (cells[y == 0] > 0).float().mean() > 0.9  # p=1: nearly every empty cell gets a speck
+    assert cells.max() <= 32  # two specks of <= ~16 px each (soft edge included); a shape covers 55-65 px
