@@ -233,13 +233,17 @@ def sparse_prompt(spec: Spec, rng: np.random.Generator, p: float) -> str:
 
 # ----------------------------------------------------------------------------- rendering
 
-def render(scene_or_objs, size: int = 32, jitter_seed=0, jitter_scale: float = 1.0) -> Image.Image:
+def render(scene_or_objs, size: int = 32, jitter_seed=0, jitter_scale: float = 1.0,
+           corner: float = 0.0) -> Image.Image:
     """Render at `size`x`size` (any size >= 16). Supersampled 4x, so edges are anti-aliased.
 
     Objects get a small deterministic position/size jitter derived from `jitter_seed`
     (None: no jitter, every object centred in its cell); `jitter_scale` multiplies its amplitude
-    (1: +-6 % of a cell in position, +-3 % in radius).
+    (1: +-6 % of a cell in position, +-3 % in radius). `corner` rounds the squares' corners, as a
+    fraction of their half-side (0: sharp, the default; 1 would be a circle).
     """
+    if not 0.0 <= corner <= 1.0:
+        raise ValueError(f"corner must be in [0, 1], got {corner}")
     if size < 16:
         raise ValueError(f"render size must be >= 16, got {size}")
     objs = scene_or_objs.objects if isinstance(scene_or_objs, Scene) else tuple(scene_or_objs)
@@ -258,7 +262,10 @@ def render(scene_or_objs, size: int = 32, jitter_seed=0, jitter_scale: float = 1
             draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=fill)
         elif o.shape == "square":
             h = r * 0.88
-            draw.rectangle([cx - h, cy - h, cx + h, cy + h], fill=fill)
+            if corner > 0:
+                draw.rounded_rectangle([cx - h, cy - h, cx + h, cy + h], radius=corner * h, fill=fill)
+            else:
+                draw.rectangle([cx - h, cy - h, cx + h, cy + h], fill=fill)
         else:  # upward triangle, centroid at the cell centre
             R = 1.15 * r  # circumradius: a triangle inscribed in r would look small beside the others
             pts = [(cx + R * math.cos(a), cy + 0.1 * R - R * math.sin(a)) for a in (math.pi / 2, 7 * math.pi / 6, 11 * math.pi / 6)]

@@ -70,6 +70,20 @@ def test_render_any_resolution_puts_colour_in_the_right_cell(size):
         shapes.render([], 8)
 
 
+def test_rounded_squares_lose_only_their_corners():
+    sq = [Obj("square", "red", 0)]
+    sharp = np.asarray(shapes.render(sq, 64, jitter_seed=None), dtype=np.float32)[..., 0]
+    assert np.array_equal(sharp, np.asarray(shapes.render(sq, 64, jitter_seed=None, corner=0.0))[..., 0])
+    soft = np.asarray(shapes.render(sq, 64, jitter_seed=None, corner=0.5), dtype=np.float32)[..., 0]
+    lost = sharp - soft
+    assert lost.sum() > 0  # less paint (PIL may rasterise the straight edges a sub-pixel differently)
+    # the corner pixels lose paint, the middle of each edge keeps it (a square, not a circle)
+    h = round(0.88 * 0.36 * 32)  # half-side in px at 64 (cell = 32 px)
+    assert lost[16 - h, 16 - h] > 100 and lost[16, 16 - h] == 0 and lost[16 - h, 16] == 0
+    with pytest.raises(ValueError, match="corner"):
+        shapes.render(sq, 32, corner=1.5)
+
+
 def test_bad_arguments_give_clear_errors():
     with pytest.raises(ValueError, match="n must be positive"):
         ShapeWorld(0)
