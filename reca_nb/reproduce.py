@@ -24,6 +24,7 @@ Paper values are from /work/shared/research/reca_anchors.md (arXiv 2509.07295 an
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import io
 import json
@@ -181,6 +182,21 @@ def base_fingerprint(arch: str) -> str:
     except (OSError, KeyError, ValueError):
         p = base_path(arch)
         return f"{p.stat().st_size}-{int(p.stat().st_mtime)}" if p.exists() else "missing"
+
+
+def scorer_fingerprint() -> str:
+    """sha256 of the GenEval-mini detector file: a retrained scorer invalidates every job's scores."""
+    from .geneval import SCORER_FILE
+
+    return _file_sha256(str(SCORER_FILE))
+
+
+@functools.lru_cache(maxsize=None)
+def _file_sha256(path: str) -> str:
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except OSError:
+        return "missing"
 
 
 def reca_recipe(arch: str, cfg: ReproduceConfig) -> Recipe:
@@ -412,7 +428,8 @@ def fingerprint(job: Job, cfg: ReproduceConfig) -> str:
     stages = [{k: v for k, v in s.key().items() if k != "device"} for s in arm_stages(job.arch, job.arm, cfg,
                                                                                         job.seed)]
     blob = json.dumps({"stages": stages, "n_per_category": cfg.n_per_category, "i2t_n": cfg.n_i2t,
-                       "eval_seed": EVAL_SEED, "base": base_fingerprint(job.arch), "v": 1},
+                       "eval_seed": EVAL_SEED, "base": base_fingerprint(job.arch), "scorer": scorer_fingerprint(),
+                       "v": 1},
                       sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -695,7 +712,7 @@ def write_markdown(rows, results, cfg: ReproduceConfig, skipped, failures, wall:
         f"{'ci: 3 steps, batch 4' if cfg.ci else 'showo/janus/harmon/openuni 400, BAGEL 200 RecA steps'}), "
         f"{cfg.n_seeds} seed(s) per arm (the seed sets the batch order, masking / noise and the eval sampling "
         f"noise). Eval: GenEval-mini on {6 * cfg.n_per_category} held-out prompts ({cfg.n_per_category} per "
-        f"category, scored by the shipped detector), I2T exact match on {cfg.n_i2t} held-out scenes. "
+        f"category, scored by the shipped detector, sha256 {scorer_fingerprint()[:12]}...), I2T exact match on {cfg.n_i2t} held-out scenes. "
         "`reca_ratio` = RecA loss late / early in the run (mean of the last vs first 10 % of logged rows).",
         "",
         "**Verdict rule** (pre-registered, `reca_nb.reproduce.verdict`): diff = mean(A) − mean(B), SE = Welch "

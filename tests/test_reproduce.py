@@ -146,6 +146,16 @@ def test_fingerprint_tracks_recipe_and_eval_not_device(all_bases):
     assert rp.fingerprint(rp.Job("showo-vq", "reca", 1), rp.ReproduceConfig()) != base
 
 
+def test_fingerprint_tracks_the_scorer(all_bases, monkeypatch, tmp_path):
+    """Scores are part of a job's result: a retrained detector must not reuse the old job files."""
+    job = rp.Job("showo-vq", "reca", 0)
+    base = rp.fingerprint(job, rp.ReproduceConfig())
+    other = tmp_path / "scorer.safetensors"
+    other.write_bytes(b"another detector")
+    monkeypatch.setattr("reca_nb.geneval.SCORER_FILE", other)
+    assert rp.fingerprint(job, rp.ReproduceConfig()) != base
+
+
 def test_cli_rejects_unknown_keys_and_values():
     with pytest.raises(ValueError, match="Unknown config key 'stepz'"):
         rp.main(["--stepz=3"])
