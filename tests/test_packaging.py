@@ -139,8 +139,9 @@ def test_import_reca_nb_is_light():
 # --- Makefile, CI script, README ------------------------------------------------------------------------
 def _make_dry_run(*args, check: bool = False):
     # under an outer make (`make test-colab` runs `make test VENV=... NOTEBOOKS=...`) its command-line variables
-    # reach us through MAKEFLAGS and would override the Makefile's own: read the Makefile as a user's make does
-    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES")}
+    # reach us through MAKEFLAGS, and it exports them (VENV, TORCH, CONSTRAINTS, ...) into our environment where
+    # `?=` would take them: read the Makefile as a user's make does, with only the shell's basics
+    env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "PYENV_ROOT", "RECA_NB_HOME")}
     return subprocess.run(["make", "-n", *args], cwd=REPO_ROOT, capture_output=True, text=True, check=check, env=env)
 
 

@@ -49,7 +49,8 @@ def test_tiny_run_prints_measured_next_to_estimate():
         cells = [c.strip() for c in row.strip("|").split("|")]
         estimate, measured, ratio = float(cells[6]), float(cells[7]), float(cells[8])
         assert estimate > 1.0 and measured > 0.1  # GB: the estimate holds 1 GB of CUDA overhead
-        assert ratio == pytest.approx(measured / estimate, abs=0.01)
+        # the three cells are rounded separately (2 decimals): the ratio of the rounded cells can differ by 0.01+
+        assert ratio == pytest.approx(measured / estimate, abs=0.02)
         assert float(cells[9]) > 0  # s/step
         assert 0 < float(cells[10]) <= measured  # what the process held before training: part of the peak
 
