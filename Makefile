@@ -45,7 +45,7 @@ endif
 # nothing in this project may download weights or data sets from a hub
 export HF_HUB_OFFLINE := 1
 
-.PHONY: help venv venv-colab venv-latest test-colab test-latest lab lab-reset test-browser tour test test-fast notebooks check-notebooks colab-links data bench bench-real reproduce clean-venv
+.PHONY: help venv venv-colab venv-latest test-colab test-latest lab lab-reset test-browser tour test test-fast notebooks check-notebooks colab-links data bench bench-real bench-sweep reproduce clean-venv
 
 help:
 	@echo "make lab              JupyterLab at http://127.0.0.1:8888 on working copies in $(LAB_DIR) (creates .venv first)"
@@ -60,6 +60,7 @@ help:
 	@echo "make data             regenerate the shipped artefacts in data/ (tokenizers, CLIP, scorer, bases)"
 	@echo "make bench            loop overhead ratio, per-arch RecA throughput + memory, per-notebook wall time -> results/bench.md"
 	@echo "make bench-real       Janus-Pro-1B / OpenUni-B at real size (random weights): memory of a LoRA RecA step vs the estimate"
+	@echo "make bench-sweep      what make reproduce will cost here: each stage recipe timed, the sweep projected -> results/bench.md"
 	@echo "make reproduce        the paper's claims over seeds -> results/claims.md (REPRODUCE_ARGS=\"--jobs=12 --device=cuda\")"
 	@echo "make venv             create .venv: $(TORCH) first, then pip install -e '.[dev]' at the tested versions"
 	@echo "make venv-colab       create .venv-colab with Google Colab's versions (Python 3.13, torch 2.11, ...)"
@@ -156,6 +157,9 @@ bench: $(STAMP)
 # a GPU: bf16 and fp16 at the recipe's batch; a CPU: float32 at batch 1 (a step takes minutes, 16 GB of RAM)
 bench-real: $(STAMP)
 	$(PY) benchmarks/real_memory.py --out=results/bench.md $(if $(shell $(PY) -c 'import torch; print(torch.cuda.is_available() or "")' 2>/dev/null),--device=cuda --warmup=1 --steps=3,--device=cpu --batch=1)
+
+bench-sweep: $(STAMP)
+	$(PY) benchmarks/sweep_cost.py --out=results/bench.md
 
 # the claims table: results/claims.md + claims.csv + figures; finished jobs in results/runs/ are skipped
 REPRODUCE_ARGS ?=
