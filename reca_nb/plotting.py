@@ -8,6 +8,8 @@
   plot_bars(groups)                        grouped bars, e.g. {arch: {arm: I2T exact}}
   plot_paired_diffs(diffs, labels)         one bar per matched pair (A - B) and their mean, per metric
   plot_curves(curves)                      one panel per group, one line per arm, e.g. I2T over steps
+  plot_premise(trajectories)               RecA's premise over training: reconstruction from the model's own
+                                           und embedding (with chance and the gate) and the prompt gap
 
 Figures are plain `matplotlib.figure.Figure` objects, not registered with pyplot: no global state, no
 backend switch, nothing to close, headless-safe (Agg). In Jupyter, leave the figure as the cell's last
@@ -256,4 +258,38 @@ def plot_curves(curves: dict, title: str = "", ylabel: str = "", xlabel: str = "
     axes.flat[0].legend(fontsize=7)
     if title:
         fig.suptitle(title)
+    return fig
+
+
+RECON_CHANCE = 0.23  # GenEval-mini spec of a prompt-ignoring generator (data/scorer/README.md)
+RECON_GATE = 0.5  # a base "reads its understanding space" from here on (issue 19's gate)
+
+
+def plot_premise(trajectories: dict, title: str = "RecA's premise over training"):
+    """`trajectories` = {label: [{"step", "recon": {"spec"}, "prompt_gap": {"gap", "gap_std"}}, ...]}, the
+    "trajectory" a `python -m reca_nb.premise --track_every=N` run records. Left: reconstruction spec from the
+    model's own understanding embedding, with chance and the gate; right: the prompt gap (how much T2I uses
+    its text), with its spread over noise draws."""
+    if not trajectories:
+        raise ValueError("plot_premise needs at least one trajectory")
+    fig = new_figure(figsize=(9.5, 3.4), layout="constrained")
+    ax_r, ax_g = fig.subplots(1, 2)
+    for label, rows in trajectories.items():
+        if not rows:
+            raise ValueError(f"trajectory {label!r} is empty")
+        steps = [r["step"] for r in rows]
+        line, = ax_r.plot(steps, [r["recon"]["spec"] for r in rows], marker="o", ms=4, label=label)
+        gap = np.array([r["prompt_gap"]["gap"] for r in rows])
+        std = np.array([r["prompt_gap"].get("gap_std", 0.0) for r in rows])
+        ax_g.errorbar(steps, gap, yerr=std, marker="o", ms=4, capsize=2, color=line.get_color(), label=label)
+    ax_r.axhline(RECON_CHANCE, color="grey", ls=":", lw=1, label=f"chance ({RECON_CHANCE})")
+    ax_r.axhline(RECON_GATE, color="tab:red", ls="--", lw=1, label=f"gate ({RECON_GATE})")
+    ax_r.set(title="reconstruction from its own und embedding", xlabel="RecA step", ylabel="GenEval spec",
+             ylim=(0, 1))
+    ax_g.set(title="prompt gap: T2I's use of its text", xlabel="RecA step",
+             ylabel="(L shuffled − L true) / L shuffled", ylim=(0, None))
+    for ax in (ax_r, ax_g):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(title)
     return fig

@@ -18,10 +18,16 @@ With --arm the base is first post-trained, then measured the same way: "reca" = 
 "t2i" = the same steps and trainable parameters with only the T2I term (a same-steps T2I-only control),
 "reca_t2i" = RecA plus the T2I term at --lambda_t2i. The world options (i2t_fact_p, t2i_sparse_p) set the
 fine-tune's I2T / T2I pools as the base was pretrained; the T2I term never gets und views. --track_every=N
-also measures reconstruction and prompt gap every N training steps (the "trajectory" in the JSON).
+also measures reconstruction and prompt gap before training and every N training steps (the "trajectory").
 
     python -m reca_nb.premise --arch=bagel --ckpt=B.safetensors --arm=reca --seed=1 --i2t_fact_p=0.5 \
         --t2i_sparse_p=0.8 --out=reca-s1.json
+
+--verdict=PREFIX reads finished runs PREFIX-{base,reca,t2i}-s<seed>.json and applies claim 1's rule
+(`reproduce.verdict`, its pre-registered min effect) to RecA vs base and RecA vs the same-steps T2I-only
+control, overall and per GenEval-mini category:
+
+    python -m reca_nb.premise --verdict=results/premise_runs/b
 """
 from __future__ import annotations
 
@@ -56,6 +62,7 @@ class PremiseConfig:
     gap_draws: int = 4  # noise draws for the prompt gap
     threads: int = 1  # torch threads
     out: str = ""  # write the result as JSON here ("" = print only)
+    verdict: str = ""  # PREFIX of finished runs: print claim 1's verdict table for them instead of running
 
 
 def measure(model, cfg: PremiseConfig) -> dict:
@@ -107,6 +114,8 @@ def post_train(model, cfg: PremiseConfig) -> dict:
     recipe = arm_recipe(cfg)
     res = cfg.und_res or mini_und_res(cfg.arch, model.image_size)
     evals = {"premise": lambda m: premise_scores(m, cfg, res)} if cfg.track_every else {}
+    # the trajectory starts at the base (the measurements keep their own RNG: training is unchanged)
+    start = [{"step": 0, **premise_scores(model, cfg, res)}] if cfg.track_every else []
     t0 = time.time()
     rows = train(model, recipe, progress=False, evals=evals)
     keep = ("step", "loss", "loss_reca", "loss_t2i", "loss_i2t")
@@ -115,18 +124,69 @@ def post_train(model, cfg: PremiseConfig) -> dict:
                                                                       "und_res", "prompts", "i2t_fact_p",
                                                                       "t2i_sparse_p", "t2i_view_p")},
             "history": [{k: r[k] for k in keep if k in r} for r in rows if "eval" not in r][::5],
-            "trajectory": [{"step": r["step"], **r["eval"]["premise"]} for r in rows if "eval" in r],
+            "trajectory": start + [{"step": r["step"], **r["eval"]["premise"]} for r in rows if "eval" in r],
             "train_s": round(time.time() - t0, 1)}
+
+
+# ----------------------------------------------------------------------------- verdict over finished runs
+
+COMPARED = (("reca", "base"), ("reca", "t2i"))  # RecA vs the untouched base and vs the same-steps T2I-only
+
+
+def load_runs(prefix) -> dict:
+    """{arm: [run dict, ...] in seed order} for PREFIX-{base,reca,t2i}-s<seed>.json."""
+    prefix = Path(prefix)
+    runs, missing = {}, []
+    for arm in ("base", "reca", "t2i"):
+        paths = sorted(prefix.parent.glob(f"{prefix.name}-{arm}-s*.json"),
+                       key=lambda p: int(p.stem.rsplit("-s", 1)[1]))
+        if not paths:
+            missing.append(f"{prefix}-{arm}-s*.json")
+        runs[arm] = [json.loads(p.read_text()) for p in paths]
+    if missing:
+        raise FileNotFoundError(f"no finished runs {', '.join(missing)}")
+    return runs
+
+
+def verdict_table(prefix) -> list:
+    """Claim 1's rule on finished runs: one row per (metric, comparison), overall first, then each category."""
+    from .reproduce import CLAIMS, verdict
+    from .shapes import CATEGORIES
+
+    runs = load_runs(prefix)
+    min_effect = CLAIMS["claim1"].comparisons[0].min_effect  # the pre-registered overall bar (0.02)
+    rows = []
+    for metric in ("overall", *CATEGORIES):
+        for a, b in COMPARED:
+            va, vb = ([r["t2i"][metric] for r in runs[arm]] for arm in (a, b))
+            rows.append({"metric": metric, "a": a, "b": b, "mean_a": sum(va) / len(va),
+                         "mean_b": sum(vb) / len(vb), **verdict(va, vb, +1, min_effect)})
+    return rows
+
+
+def verdict_markdown(rows: list) -> str:
+    lines = ["| metric | comparison | A (mean) | B (mean) | A − B ± SE | seeds | verdict |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['metric']} | {r['a']} vs {r['b']} | {r['mean_a']:.3f} | {r['mean_b']:.3f} | "
+                     f"{r['diff']:+.3f} ± {r['se']:.3f} | {r['n_a']}+{r['n_b']} | {r['verdict']} |")
+    return "\n".join(lines)
 
 
 def main(argv=None):
     from . import archs
 
+    from .reproduce import scorer_fingerprint
+
     argv = sys.argv[1:] if argv is None else list(argv)
     cfg = apply_overrides(PremiseConfig(), parse_overrides(argv))
+    if cfg.verdict:
+        rows = verdict_table(cfg.verdict)
+        print(verdict_markdown(rows))
+        return rows
     torch.set_num_threads(cfg.threads)
     model = archs.load_base(cfg.arch, cfg.ckpt or None)
-    result = {"config": asdict(cfg), "command": "python -m reca_nb.premise " + " ".join(argv)}
+    result = {"config": asdict(cfg), "command": "python -m reca_nb.premise " + " ".join(argv),
+              "scorer": scorer_fingerprint()}
     if cfg.arm != "base":
         result.update(post_train(model, cfg))
     last = (result.get("trajectory") or [{}])[-1]

@@ -130,3 +130,20 @@ def test_plot_curves_one_panel_per_key_one_line_per_arm(tmp_path):
     fig.savefig(tmp_path / "c.png")
     with pytest.raises(ValueError, match="2 values"):
         plotting.plot_curves({"a": {"b": ([0, 1, 2], [0.1, 0.2])}})
+
+
+def test_plot_premise_two_panels_with_chance_and_gate(tmp_path):
+    def traj(specs, gaps):
+        return [{"step": 50 * i, "recon": {"spec": s}, "prompt_gap": {"gap": g, "gap_std": 0.02}}
+                for i, (s, g) in enumerate(zip(specs, gaps))]
+
+    fig = plotting.plot_premise({"shipped": traj([0.2, 0.15, 0.1], [0.5, 0.3, 0.1]),
+                                 "base (b)": traj([0.3, 0.7, 0.8], [0.4, 0.33, 0.28])})
+    ax_r, ax_g = fig.axes
+    # two runs + the chance and gate lines on the left; the recorded values are what is drawn
+    assert len(ax_r.get_lines()) == 4 and list(ax_r.get_lines()[1].get_ydata()) == [0.3, 0.7, 0.8]
+    assert {tuple(line.get_ydata()) for line in ax_r.get_lines()[2:]} == {(0.23, 0.23), (0.5, 0.5)}
+    assert [t.get_text() for t in ax_g.get_legend().get_texts()] == ["shipped", "base (b)"]
+    fig.savefig(tmp_path / "p.png")
+    with pytest.raises(ValueError, match="empty"):
+        plotting.plot_premise({"x": []})

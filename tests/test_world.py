@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from reca_nb import data, geneval, shapes, text
+from reca_nb.paths import REPO_ROOT
 from reca_nb.recipe import WORLD_FIELDS, Recipe, preset
 from reca_nb.shapes import NUMBERS, PLURAL, RELATIONS, ShapeWorld
 
@@ -271,3 +272,54 @@ def test_premise_arms_differ_only_in_their_loss_terms():
             shipped.steps, shipped.lr, shipped.batch, shipped.freeze, shipped.und_res, shipped.prompts)
         assert (r.i2t_fact_p, r.t2i_sparse_p) == (0.5, 0.8)
     assert arm_recipe(replace(cfg, arm="reca", steps=20)).steps == 20
+
+
+def test_premise_trajectory_starts_at_the_base(tmp_path):
+    from reca_nb import archs, premise
+
+    torch.manual_seed(0)
+    archs.build("bagel").save(tmp_path / "bagel.safetensors")
+    r = premise.main(["--arch=bagel", f"--ckpt={tmp_path / 'bagel.safetensors'}", "--arm=reca", "--steps=4",
+                      "--track_every=2", "--eval_per_category=1", "--i2t_n=2", "--gap_n=8", "--gap_draws=1"])
+    assert [t["step"] for t in r["trajectory"]] == [0, 2, 4]
+    assert r["recon"] == r["trajectory"][-1]["recon"]  # the final weights are measured once
+    assert len(r["scorer"]) == 64  # the detector's sha256: which scorer these numbers come from
+
+
+def _write_runs(root, arm_values: dict):
+    for arm, values in arm_values.items():
+        for seed, v in enumerate(values):
+            t2i = {c: v for c in ("overall", "single_object", "two_object", "counting", "colors", "position",
+                                  "color_attr")}
+            t2i["position"] = 0.5  # one category where every arm ties
+            (root / f"x-{arm}-s{seed}.json").write_text(json.dumps({"t2i": t2i}))
+
+
+@pytest.mark.parametrize("reca, expected", [((0.60, 0.62, 0.61), "reproduced"),
+                                            ((0.30, 0.31, 0.29), "not reproduced")])
+def test_premise_verdict_applies_claim_1s_rule_both_ways(tmp_path, reca, expected):
+    from reca_nb import premise
+
+    _write_runs(tmp_path, {"base": (0.45, 0.46, 0.44), "t2i": (0.47, 0.45, 0.46), "reca": reca})
+    rows = premise.verdict_table(tmp_path / "x")
+    by = {(r["metric"], r["b"]): r for r in rows}
+    assert [r["metric"] for r in rows[:2]] == ["overall", "overall"] and len(rows) == 14
+    assert by["overall", "base"]["verdict"] == by["overall", "t2i"]["verdict"] == expected
+    assert by["overall", "base"]["diff"] == pytest.approx(sum(reca) / 3 - 0.45)
+    assert by["position", "base"]["verdict"] == "inconclusive"  # a tie is never a verdict
+    assert "| overall | reca vs base |" in premise.verdict_markdown(rows)
+
+
+def test_premise_verdict_cli_on_the_recorded_runs_and_missing_files(tmp_path):
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "reca_nb.premise", "--verdict=results/premise_runs/b"],
+                       capture_output=True, text=True, cwd=REPO_ROOT, timeout=120)
+    assert r.returncode == 0, r.stderr
+    overall = [line for line in r.stdout.splitlines() if line.startswith("| overall |")]
+    assert len(overall) == 2 and all(line.endswith("| 3+3 | not reproduced |") for line in overall)
+    r = subprocess.run([sys.executable, "-m", "reca_nb.premise", f"--verdict={tmp_path / 'none'}"],
+                       capture_output=True, text=True, cwd=REPO_ROOT, timeout=120)
+    assert r.returncode != 0 and r.stderr.strip().startswith("error: no finished runs")
+    assert len(r.stderr.strip().splitlines()) == 1
