@@ -216,6 +216,15 @@ def test_06_side_by_side_figures(page):
     shot(page, page.locator(".jp-RenderedImage").first, "06_first_figure.png")
 
 
+def test_08_the_premise_figures(page):
+    run_notebook(page, "08_the_premise.ipynb")
+    assert_pictures(page, "08", at_least=3)  # live curves, reconstructions, recorded curves
+    shot(page, page.locator(".jp-RenderedImage").nth(2), "08_recorded_premise.png")
+    table = page.locator(".jp-OutputArea-output table", has_text="reca vs base")
+    assert table.count() == 1, "the verdict table is not rendered"
+    shot(page, table, "08_verdict_table.png")
+
+
 def test_no_console_errors(page):
     assert not page.console_errors, page.console_errors[:5]
 
