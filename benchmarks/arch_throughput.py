@@ -140,20 +140,15 @@ def table(results: list) -> tuple:
 
 def main(argv):
     from reca_nb.archs import ARCHS, check
-    from reca_nb.config import parse_overrides
+    from bench_report import options
 
-    args = parse_overrides(argv)
-    one = args.pop("_worker", None)
-    cfg = {**DEFAULTS, **args}
-    unknown = set(cfg) - set(DEFAULTS)
-    if unknown:
-        raise SystemExit(f"unknown option(s) {sorted(unknown)}; valid: {sorted(DEFAULTS)}")
+    cfg, one = options(argv, DEFAULTS)
     if cfg["device"] not in ("cpu", "cuda", "auto"):
         raise SystemExit(f"--device must be cpu, cuda or auto, got {cfg['device']!r}")
     if one:  # inside the per-arch subprocess: one JSON line on stdout
         print("RESULT " + json.dumps(worker(one, cfg)), flush=True)
         return None
-    from bench_report import machine_line, md_table, run_worker, write_section
+    from bench_report import machine_line, publish, run_worker
 
     names = list(ARCHS) if cfg["archs"] == "all" else [check(a.strip()) for a in str(cfg["archs"]).split(",")]
     env = {**os.environ, "OMP_NUM_THREADS": str(cfg["threads"]), "HF_HUB_OFFLINE": "1"}
@@ -179,18 +174,12 @@ def main(argv):
               flush=True)
     header, rows = table(results)
 
-    print()
-    print(md_table(header, rows))
-    if cfg["out"]:
-        note = (f"## RecA step throughput per architecture\n\n`python benchmarks/arch_throughput.py` "
-                f"({machine_line(cfg['threads'])}): fresh model per arch, preset `reca` batch, "
-                f"{cfg['warmup']} warm-up + {cfg['steps']} timed steps of `train()`. img tok/s = RecA targets/s "
-                "x generation tokens per image; peak RSS = the worker's peak resident set during training; "
-                "Δ train = that peak minus the resident set just before (optimizer state, activations).\n\n"
-                + md_table(header, rows))
-        print(f"\nwrote {write_section(cfg['out'], 'arch_throughput', note)}")
-    if len(results) < len(jobs):
-        raise SystemExit(f"{len(jobs) - len(results)} run(s) failed")
+    intro = (f"## RecA step throughput per architecture\n\n`python benchmarks/arch_throughput.py` "
+             f"({machine_line(cfg['threads'])}): fresh model per arch, preset `reca` batch, "
+             f"{cfg['warmup']} warm-up + {cfg['steps']} timed steps of `train()`. img tok/s = RecA targets/s "
+             "x generation tokens per image; peak RSS = the worker's peak resident set during training; "
+             "Δ train = that peak minus the resident set just before (optimizer state, activations).")
+    publish(cfg["out"], "arch_throughput", intro, header, rows, failed=len(jobs) - len(results))
     return results
 
 

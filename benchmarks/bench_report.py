@@ -25,10 +25,35 @@ def write_section(path, name: str, markdown: str) -> Path:
     return path
 
 
+def options(argv: list, defaults: dict) -> tuple:
+    """(config, worker) from `--key=value` arguments: `defaults` updated, unknown keys a one-line error;
+    worker = the `--_worker=NAME` a benchmark passes to its own subprocesses (None in the parent)."""
+    from reca_nb.config import parse_overrides
+
+    args = parse_overrides(argv)
+    worker = args.pop("_worker", None)
+    cfg = {**defaults, **args}
+    unknown = set(cfg) - set(defaults)
+    if unknown:
+        raise SystemExit(f"unknown option(s) {sorted(unknown)}; valid: {sorted(defaults)}")
+    return cfg, worker
+
+
 def md_table(header: list, rows: list) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
     return "\n".join(lines)
+
+
+def publish(out, section: str, intro: str, header: list, rows: list, failed: int = 0):
+    """Print the table; with `out`, write `intro` + the table as bench.md's `section`; exit 1 if runs failed."""
+    table = md_table(header, rows)
+    print()
+    print(table)
+    if out and rows:
+        print(f"\nwrote {write_section(out, section, intro + chr(10) * 2 + table)}")
+    if failed:
+        raise SystemExit(f"{failed} run(s) failed")
 
 
 def machine_line(threads) -> str:

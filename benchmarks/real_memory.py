@@ -228,7 +228,7 @@ def main(argv):
         print("RESULT " + json.dumps(worker(cfg.pop("_worker"), cfg)), flush=True)
         return None
     import torch
-    from bench_report import machine_line, md_table, run_worker, write_section
+    from bench_report import machine_line, publish, run_worker
 
     devices = [cfg["device"]] if cfg["device"] != "auto" else ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     jobs = []
@@ -253,17 +253,11 @@ def main(argv):
               f" ({r['measured_kind']})  {r['s_per_step'] or 0:7.3g} s/step  [{time.perf_counter() - t:.0f} s in all]",
               flush=True)
     header, rows = table(results)
-    print()
-    print(md_table(header, rows))
-    if cfg["out"] and results:
-        note = ("## Real-size memory: one LoRA RecA step (Janus-Pro-1B, OpenUni-B)\n\n`python "
-                f"benchmarks/real_memory.py` ({machine_line(cfg['threads'])}; random weights at the published "
-                "sizes). measured = CUDA max_memory_allocated on a GPU, peak resident set on the CPU (runtime "
-                "included); estimate = `reca_nb.memory.estimate_memory` (1 GB + 10 % CUDA overhead included).\n\n"
-                + md_table(header, rows))
-        print(f"\nwrote {write_section(cfg['out'], 'real_memory', note)}")
-    if len(results) < len(jobs):
-        raise SystemExit(f"{len(jobs) - len(results)} run(s) failed")
+    intro = ("## Real-size memory: one LoRA RecA step (Janus-Pro-1B, OpenUni-B)\n\n`python "
+             f"benchmarks/real_memory.py` ({machine_line(cfg['threads'])}; random weights at the published "
+             "sizes). measured = CUDA max_memory_allocated on a GPU, peak resident set on the CPU (runtime "
+             "included); estimate = `reca_nb.memory.estimate_memory` (1 GB + 10 % CUDA overhead included).")
+    publish(cfg["out"], "real_memory", intro, header, rows, failed=len(jobs) - len(results))
     return results
 
 

@@ -99,14 +99,9 @@ def schedule(costs: list, cores: int) -> float:
 
 def main(argv):
     from reca_nb.archs import ARCHS, check
-    from reca_nb.config import parse_overrides
+    from bench_report import options
 
-    args = parse_overrides(argv)
-    one = args.pop("_worker", None)
-    cfg = {**DEFAULTS, **args}
-    unknown = set(cfg) - set(DEFAULTS)
-    if unknown:
-        raise SystemExit(f"unknown option(s) {sorted(unknown)}; valid: {sorted(DEFAULTS)}")
+    cfg, one = options(argv, DEFAULTS)
     if int(cfg["steps"]) < 1 or int(cfg["cores"]) < 1:
         raise SystemExit("--steps and --cores must be >= 1")
     if one:
