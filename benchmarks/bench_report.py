@@ -45,9 +45,10 @@ def md_table(header: list, rows: list) -> str:
     return "\n".join(lines)
 
 
-def publish(out, section: str, intro: str, header: list, rows: list, failed: int = 0):
-    """Print the table; with `out`, write `intro` + the table as bench.md's `section`; exit 1 if runs failed."""
-    table = md_table(header, rows)
+def publish(out, section: str, intro: str, header: list, rows: list, failed: int = 0, after: str = ""):
+    """Print the table (and `after`, a line below it); with `out`, write `intro` + the table + `after` as
+    bench.md's `section`; exit 1 if runs failed."""
+    table = md_table(header, rows) + (f"\n\n{after}" if after else "")
     print()
     print(table)
     if out and rows:

@@ -107,7 +107,7 @@ def main(argv):
     if one:
         print("RESULT " + json.dumps(worker(one, cfg)), flush=True)
         return None
-    from bench_report import machine_line, md_table, run_worker, write_section
+    from bench_report import machine_line, publish, run_worker
 
     names = list(ARCHS) if cfg["archs"] == "all" else [check(a.strip()) for a in str(cfg["archs"]).split(",")]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
@@ -138,19 +138,12 @@ def main(argv):
     summary = (f"all: {sum(costs) / 3600:.2f} CPU-hours; projected `make reproduce REPRODUCE_ARGS=--jobs={cores}` "
                f"wall time on {cores} cores: **{wall / 3600:.2f} h** (target {target / 3600:g} h: ratio "
                f"{wall / target:.2f})")
-    print()
-    print(md_table(header, rows))
-    print(summary)
-    if cfg["out"]:
-        note = (f"## What the full claims table costs on a CPU\n\n`python benchmarks/sweep_cost.py` "
-                f"({machine_line(1)}): each distinct stage recipe of `reproduce.plan` timed for "
-                f"{cfg['steps']} steps after a first one, evaluation timed on 1/{EVAL_FRACTION} and scaled; "
-                "jobs scheduled longest-first on one-thread workers. The recorded column sums `wall_s` of "
-                "job files that `make reproduce` itself ran on a 2-core CPU (a check of the projection).\n\n"
-                + md_table(header, rows) + "\n\n" + summary)
-        print(f"\nwrote {write_section(cfg['out'], 'sweep_cost', note)}")
-    if failed:
-        raise SystemExit(f"failed: {failed}")
+    intro = (f"## What the full claims table costs on a CPU\n\n`python benchmarks/sweep_cost.py` "
+             f"({machine_line(1)}): each distinct stage recipe of `reproduce.plan` timed for "
+             f"{cfg['steps']} steps after a first one, evaluation timed on 1/{EVAL_FRACTION} and scaled; "
+             "jobs scheduled longest-first on one-thread workers. The recorded column sums `wall_s` of "
+             "job files that `make reproduce` itself ran on a 2-core CPU (a check of the projection).")
+    publish(cfg["out"], "sweep_cost", intro, header, rows, failed=len(failed), after=summary)
     return {"cpu_s": sum(costs), "wall_s": wall}
 
 

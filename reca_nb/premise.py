@@ -135,14 +135,15 @@ COMPARED = (("reca", "base"), ("reca", "t2i"))  # RecA vs the untouched base and
 
 def load_runs(prefix) -> dict:
     """{arm: [run dict, ...] in seed order} for PREFIX-{base,reca,t2i}-s<seed>.json."""
+    from .reproduce import shipped_runs
+
     prefix = Path(prefix)
     runs, missing = {}, []
     for arm in ("base", "reca", "t2i"):
-        paths = sorted(prefix.parent.glob(f"{prefix.name}-{arm}-s*.json"),
-                       key=lambda p: int(p.stem.rsplit("-s", 1)[1]))
-        if not paths:
+        try:
+            runs[arm] = shipped_runs(prefix.name, arm, prefix.parent)
+        except FileNotFoundError:
             missing.append(f"{prefix}-{arm}-s*.json")
-        runs[arm] = [json.loads(p.read_text()) for p in paths]
     if missing:
         raise FileNotFoundError(f"no finished runs {', '.join(missing)}")
     return runs
@@ -174,7 +175,6 @@ def verdict_markdown(rows: list) -> str:
 
 def main(argv=None):
     from . import archs
-
     from .reproduce import scorer_fingerprint
 
     argv = sys.argv[1:] if argv is None else list(argv)
