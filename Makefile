@@ -144,10 +144,10 @@ colab-links: $(STAMP)
 
 # --- shipped artefacts and experiments ------------------------------------------------------------------
 data: $(STAMP)
-	$(PY) -m reca_nb.fit_tokenizers
-	$(PY) -m reca_nb.fit_clip --baseline --threads=1
-	$(PY) -m reca_nb.fit_scorer
-	set -e; for arch in $(ARCHS); do $(PY) -m reca_nb.pretrain --arch=$$arch; done
+	$(PY) -m reca_nb.build.fit_tokenizers
+	$(PY) -m reca_nb.build.fit_clip --baseline --threads=1
+	$(PY) -m reca_nb.build.fit_scorer
+	set -e; for arch in $(ARCHS); do $(PY) -m reca_nb.build.pretrain --arch=$$arch; done
 
 bench: $(STAMP)
 	$(PY) benchmarks/loop_overhead.py

@@ -4,7 +4,7 @@
                                          [--device=auto|cpu|cuda] [--out=results/bench.md]
 
 Each architecture runs in its own subprocess (so peak memory is its own): build the model from its config
-(archs.build, seed 0), render the data pool, then train() with preset(arch, "reca") -- its batch, its I2T mix,
+(registry.build, seed 0), render the data pool, then train() with preset(arch, "reca") -- its batch, its I2T mix,
 its freeze policy -- for `warmup` + `steps` optimizer steps with no eval and no checkpoints. Only the last
 `steps` steps are timed. Columns:
   samples/s   RecA targets + I2T images per second (the loop's own samples_per_s definition)
@@ -74,14 +74,15 @@ def _peak_rss() -> float:
 def worker(arch: str, cfg: dict) -> dict:
     import torch
 
-    from reca_nb import archs, data
+    from reca_nb.models import registry
+    from reca_nb.world import data
     from reca_nb.recipe import preset
     from reca_nb.train import train
 
     torch.set_num_threads(cfg["threads"])
     device = cfg["device"]
     torch.manual_seed(0)
-    model = archs.build(arch)
+    model = registry.build(arch)
     recipe = replace(preset(arch, "reca", model.image_size), steps=cfg["warmup"] + cfg["steps"], eval_every=0,
                      save_every=0, device=device)
     data.image_pool(recipe.n_images, recipe.data_seed, model.image_size)  # render before the baseline
@@ -139,7 +140,7 @@ def table(results: list) -> tuple:
 
 
 def main(argv):
-    from reca_nb.archs import ARCHS, check
+    from reca_nb.models.registry import ARCHS, check
     from bench_report import options
 
     cfg, one = options(argv, DEFAULTS)

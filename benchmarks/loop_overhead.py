@@ -2,7 +2,7 @@
 
     python benchmarks/loop_overhead.py [--arch=showo-vq] [--steps=30] [--batch=16] [--threads=1] [--repeats=3]
 
-Both loops start from the same weights and draw the same batches (reca_nb.data.Batches with the recipe's
+Both loops start from the same weights and draw the same batches (reca_nb.world.data.Batches with the recipe's
 seed), compute RecA + I2T, clip gradients and step AdamW with the same schedule. The bare loop has no
 accelerate, no logging, no collapse monitor, no progress bar and no checkpoints; train() runs with
 progress off, no eval and no checkpoints (out_dir=None). Arms alternate `--repeats` times; the ratio of the
@@ -15,9 +15,9 @@ from dataclasses import replace
 
 import torch
 
-from reca_nb import archs
+from reca_nb.models import registry
 from reca_nb.config import parse_overrides
-from reca_nb.data import Batches
+from reca_nb.world.data import Batches
 from reca_nb.recipe import preset
 from reca_nb.train import build_optimizer, lr_factor, train
 
@@ -52,7 +52,7 @@ def main(argv):
     recipe = replace(preset(cfg["arch"], "reca"), steps=cfg["steps"], batch=cfg["batch"], warmup=2,
                      eval_every=0, save_every=0, log_every=10, device="cpu")
     torch.manual_seed(0)
-    base = archs.build(cfg["arch"])
+    base = registry.build(cfg["arch"])
     # warm-up: pools, imports, first-optimizer cost (torch._dynamo import) paid before timing
     bare_loop(copy.deepcopy(base), replace(recipe, steps=2))
     train(copy.deepcopy(base), replace(recipe, steps=2), progress=False)

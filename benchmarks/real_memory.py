@@ -5,14 +5,14 @@
                                      [--warmup=0] [--threads=2] [--size=real|tiny] [--out=results/bench.md]
 
 Nothing is downloaded: each model is built from its published configuration with random weights (speed and
-memory do not depend on the weight values), with the same classes `reca_nb.real_janus` / `reca_nb.real_openuni`
+memory do not depend on the weight values), with the same classes `reca_nb.models.real.janus_pro` / `reca_nb.models.real.openuni`
 load from the hub, and an offline stand-in tokenizer (its longer byte-level / word-level texts add a few dozen
 tokens to sequences of ~1,200 / ~300). Each (model, dtype, device) runs in its own subprocess, so its peak is
 its own:
   Janus-Pro-1B   JanusForConditionalGeneration: LLaMA LLM 2048 wide, 24 layers, 16 heads, MLP 5632, vocabulary
                  102,400, untied LM head (2.08 B parameters in all); SigLIP-L/16 at 384 px (576 tokens); VQ
                  16,384 codes, 24 x 24 grid (transformers' Janus vision / VQ defaults are Janus-Pro's).
-                 Recipe: `real_janus.recipe()` (LoRA r=16 on the LLM + full generation head, RecA + I2T 1:1,
+                 Recipe: `janus_pro.recipe()` (LoRA r=16 on the LLM + full generation head, RecA + I2T 1:1,
                  gradient checkpointing), I2T captions of 64 tokens.
   OpenUni-B      InternVL3-1B (InternViT-300M at 448 px + a Qwen2.5-0.5B LLM: 896 wide, 24 layers, 14 heads,
                  2 KV heads, MLP 4864, vocabulary 151,674), 256 queries + a 6-layer connector, SANA-0.6B at
@@ -58,17 +58,17 @@ def janus_pro_1b(dtype: str, device: str, size: str):
     import torch
     from transformers import JanusForConditionalGeneration
 
-    from reca_nb import real_janus
+    from reca_nb.models.real import janus_pro
 
     if size == "tiny":
-        return real_janus.load(tiny=True, dtype=dtype, device=device)
-    cfg = real_janus.JanusProConfig(model_id="random Janus-Pro-1B", dtype=dtype, tiny_image_size=384,
+        return janus_pro.load(tiny=True, dtype=dtype, device=device)
+    cfg = janus_pro.JanusProConfig(model_id="random Janus-Pro-1B", dtype=dtype, tiny_image_size=384,
                                     tiny_patch=16, gradient_checkpointing=True)
-    processor = real_janus.tiny_processor(cfg)  # byte-level stand-in at 384 px, 576 image tokens
+    processor = janus_pro.tiny_processor(cfg)  # byte-level stand-in at 384 px, 576 image tokens
     torch.manual_seed(0)
     hf = JanusForConditionalGeneration(janus_pro_1b_config(processor.tokenizer.convert_tokens_to_ids(
-        real_janus.IMAGE)))
-    return real_janus.JanusPro(cfg, hf=hf, processor=processor, device=device)
+        janus_pro.IMAGE)))
+    return janus_pro.JanusPro(cfg, hf=hf, processor=processor, device=device)
 
 
 def openuni_b_parts(tok):
@@ -97,7 +97,7 @@ def openuni_b(dtype: str, device: str, size: str):
     """OpenUni-B's parts with random weights (size="tiny": the offline tiny twin)."""
     import torch
 
-    from reca_nb import real_openuni
+    from reca_nb.models.real import openuni as real_openuni
 
     if size == "tiny":
         return real_openuni.load(tiny=True, dtype=dtype, device=device)
@@ -109,11 +109,11 @@ def openuni_b(dtype: str, device: str, size: str):
 
 
 def recipe_for(name: str, model, batch: int, steps: int):
-    from reca_nb import real_janus
+    from reca_nb.models.real import janus_pro
     from reca_nb.recipe import Recipe
 
     if name == "janus-pro":
-        r = real_janus.recipe(steps=steps, warmup=0, log_every=1)
+        r = janus_pro.recipe(steps=steps, warmup=0, log_every=1)
     else:
         r = Recipe(arch=model.arch, stage="reca", und_res=0, freeze="lora", lora_r=16, lambda_reca=1.0,
                    lambda_i2t=0.0, lambda_t2i=0.0, i2t_ratio=0.0, lr=1e-4, warmup=0, steps=steps, batch=4,
@@ -139,7 +139,7 @@ def worker(name: str, cfg: dict) -> dict:
     import torch
     from arch_throughput import _peak_rss, _reset_peak_rss
 
-    from reca_nb.folder import ImageFolder
+    from reca_nb.world.folder import ImageFolder
     from reca_nb.memory import estimate_memory
     from reca_nb.train import train
 

@@ -48,7 +48,8 @@ def plan_stages(archs: list) -> dict:
 def worker(arch: str, cfg: dict) -> dict:
     import torch
 
-    from reca_nb import archs, geneval
+    from reca_nb.models import registry
+    from reca_nb.evaluation import geneval
     from reca_nb import reproduce as rp
     from reca_nb.train import train
 
@@ -58,7 +59,7 @@ def worker(arch: str, cfg: dict) -> dict:
     for job in rp.plan(rcfg)[0]:
         for s in rp.arm_stages(job.arch, job.arm, rcfg, job.seed):
             kinds.setdefault(_kind(s), s)
-    base = archs.load_base(arch)
+    base = registry.load_base(arch)
     stamps = []  # the clock after every optimizer step: a step's cost is the gap between two of them
     from torch.optim.optimizer import register_optimizer_step_post_hook
 
@@ -98,7 +99,7 @@ def schedule(costs: list, cores: int) -> float:
 
 
 def main(argv):
-    from reca_nb.archs import ARCHS, check
+    from reca_nb.models.registry import ARCHS, check
     from bench_report import options
 
     cfg, one = options(argv, DEFAULTS)

@@ -41,7 +41,10 @@ from dataclasses import replace
 
 import torch
 
-from reca_nb import archs, geneval, plotting, prompts
+from reca_nb.models import registry
+from reca_nb.evaluation import geneval
+from reca_nb import plotting
+from reca_nb.world import prompts
 from reca_nb.paths import cache_dir
 from reca_nb.recipe import preset
 from reca_nb.train import train
@@ -62,7 +65,7 @@ RUN_DIR = cache_dir() / "runs" / "nb01"
 # that understands well but generates with headroom — the setting RecA is meant for.
 
 # %%
-model = archs.load_base(ARCH)
+model = registry.load_base(ARCH)
 n_params = sum(p.numel() for p in model.parameters())
 print(f"{ARCH}: {n_params / 1e6:.2f} M trainable-shape parameters, image {model.image_size}px")
 

@@ -50,9 +50,12 @@ from dataclasses import replace
 
 import torch
 
-from reca_nb import archs, explorer, plotting, reproduce
+from reca_nb.models import registry
+from reca_nb import explorer
+from reca_nb import plotting
+from reca_nb import reproduce
 from reca_nb.recipe import REAL_UND_RES, mini_und_res, preset
-from reca_nb.shapes import ShapeWorld
+from reca_nb.world.shapes import ShapeWorld
 from reca_nb.train import train
 
 torch.manual_seed(0)
@@ -74,8 +77,8 @@ BATCH = 16
 # %%
 images = ShapeWorld(8, seed=5, kind="random").images()
 rows = []
-for arch in archs.ARCHS:
-    m = archs.build(arch)  # the geometry does not depend on the weights
+for arch in registry.ARCHS:
+    m = registry.build(arch)  # the geometry does not depend on the weights
     same = m.token_agreement(images, images)
     small = mini_und_res(arch, m.image_size)
     low = m.token_agreement(preset(arch).und_transform(images, und_size=m.und_size), images)
@@ -98,7 +101,7 @@ assert all(r[4] is None for r in rows)  # at the bottleneck size no miniature ca
 
 # %%
 def run(und_res, blur=0.0):
-    model = archs.load_base(ARCH)
+    model = registry.load_base(ARCH)
     recipe = replace(preset(ARCH, "reca"), und_res=und_res, blur_sigma=blur, steps=STEPS, batch=BATCH, lr=LR,
                      warmup=10, i2t_ratio=0.0, lambda_i2t=0.0, log_every=10, save_every=0)
     return train(model, recipe)

@@ -45,7 +45,10 @@ import random
 
 import torch
 
-from reca_nb import explorer, plotting, prompts, shapes
+from reca_nb import explorer
+from reca_nb import plotting
+from reca_nb.world import prompts
+from reca_nb.world import shapes
 from reca_nb.paths import DATA_DIR
 from reca_nb.reproduce import verdict
 
@@ -230,7 +233,7 @@ assert all(0.001 < x < 0.04 for x in diff["final RecA loss"])  # one template: l
 #    `prompts.load_templates("diverse", n=K)` is a fixed random subset of K templates (seed 0). The cell below
 #    defines `template_subset_data(K, recipe)`, a `data=` hook for `train()` that draws RecA text from that
 #    subset only. Train Show-o CLIP with K = 20 and score it:
-#    `model = archs.load_base("showo-clip"); recipe = preset("showo-clip")`,
+#    `model = registry.load_base("showo-clip"); recipe = preset("showo-clip")`,
 #    `train(model, recipe, data=template_subset_data(20, recipe))`, then
 #    `geneval.evaluate_t2i(model, 30)["overall"]`. Where does K = 20 land between 1 template (0.16) and all
 #    404 (0.44)? The 3 seeds of section 2 spread by ±0.03: run 3 seeds (`replace(recipe, seed=s)`) before
@@ -241,8 +244,8 @@ assert all(0.001 < x < 0.04 for x in diff["final RecA loss"])  # one template: l
 # %%
 from dataclasses import replace  # noqa: E402
 
-from reca_nb.data import Batches  # noqa: E402
-from reca_nb.prompts import load_templates  # noqa: E402
+from reca_nb.world.data import Batches  # noqa: E402
+from reca_nb.world.prompts import load_templates  # noqa: E402
 from reca_nb.recipe import preset  # noqa: E402
 
 

@@ -44,15 +44,18 @@ from dataclasses import replace
 
 import torch
 
-from reca_nb import archs, geneval, plotting, shapes
-from reca_nb.images import as_image_batch
+from reca_nb.models import registry
+from reca_nb.evaluation import geneval
+from reca_nb import plotting
+from reca_nb.world import shapes
+from reca_nb.world.images import as_image_batch
 from reca_nb.recipe import DECOUPLED, preset
 from reca_nb.train import train
 
 torch.manual_seed(0)
 
 # %% tags=["parameters"]
-ARCHS = [a for a in DECOUPLED if archs.base_path(a).exists()]  # bagel, openuni
+ARCHS = [a for a in DECOUPLED if registry.base_path(a).exists()]  # bagel, openuni
 STEPS = 60  # RecA steps per arm
 LR = 2e-3  # 4x the preset's, to make drift visible in a short CPU run
 BATCH = 16
@@ -66,7 +69,7 @@ N_CAP = 4  # images whose captions are shown
 
 # %%
 for arch in ARCHS:
-    groups = archs.load_base(arch).parameter_groups()
+    groups = registry.load_base(arch).parameter_groups()
     print(arch, {g: len(v) for g, v in groups.items()}, "| reca preset freeze =", preset(arch).freeze,
           "| lambda_i2t =", preset(arch).lambda_i2t)
 
@@ -90,11 +93,11 @@ def digest(model, group="understanding"):
 
 results, models = {}, {}
 for arch in ARCHS:
-    base = archs.load_base(arch)
+    base = registry.load_base(arch)
     results[(arch, "base")] = (digest(base), geneval.evaluate_i2t(base, n=N_I2T, progress=False)["exact"], None)
     models[(arch, "base")] = base
     for freeze in ("understanding", "none"):
-        model = archs.load_base(arch)
+        model = registry.load_base(arch)
         if arch == "openuni" and freeze == "none":  # OpenUni's VLM is frozen by construction (freeze_lmm):
             model.config.vlm_gen_grad = True  # "unfrozen" means letting the generation loss reach its weights
         recipe = replace(preset(arch, "reca"), freeze=freeze, steps=STEPS, batch=BATCH, lr=LR, warmup=5,
@@ -194,5 +197,5 @@ plotting.plot_history(results[(ARCHS[0], "understanding")][2], keys=["loss_reca"
 # Check for exercise 1's premise: LoRA targets never include understanding weights
 from reca_nb.train import lora_targets  # noqa: E402
 
-und = set(archs.load_base(ARCHS[0]).parameter_groups()["understanding"])
-assert not any(t + ".weight" in und for t in lora_targets(archs.load_base(ARCHS[0])))
+und = set(registry.load_base(ARCHS[0]).parameter_groups()["understanding"])
+assert not any(t + ".weight" in und for t in lora_targets(registry.load_base(ARCHS[0])))

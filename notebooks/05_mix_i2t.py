@@ -42,14 +42,16 @@ from dataclasses import replace
 
 import torch
 
-from reca_nb import archs, geneval, plotting
+from reca_nb.models import registry
+from reca_nb.evaluation import geneval
+from reca_nb import plotting
 from reca_nb.recipe import SHARED, preset
 from reca_nb.train import train
 
 torch.manual_seed(0)
 
 # %% tags=["parameters"]
-ARCHS = [a for a in ("showo-vq", "showo-clip", "janus", "harmon") if archs.base_path(a).exists()]
+ARCHS = [a for a in ("showo-vq", "showo-clip", "janus", "harmon") if registry.base_path(a).exists()]
 STEPS = 60  # RecA steps per arm
 EVAL_EVERY = 15  # I2T is measured every EVAL_EVERY steps (and at the end) during training
 LR = 2e-3  # 4x the preset's, so that forgetting shows in a short CPU run
@@ -64,12 +66,12 @@ N_I2T = 60  # held-out scenes
 
 # %%
 for arch in ARCHS:
-    g = archs.load_base(arch).parameter_groups()
+    g = registry.load_base(arch).parameter_groups()
     print(f"{arch:11s}", {k: len(v) for k, v in g.items()}, "| preset i2t_ratio", preset(arch).i2t_ratio)
 
 # %%
 assert set(ARCHS) <= set(SHARED)
-assert all(len(archs.load_base(a).parameter_groups()["shared"]) > 0 for a in ARCHS)
+assert all(len(registry.load_base(a).parameter_groups()["shared"]) > 0 for a in ARCHS)
 assert all(preset(a).i2t_ratio == 1.0 and preset(a).lambda_i2t == 1.0 for a in ARCHS)  # the paper's 1:1
 
 
@@ -86,7 +88,7 @@ def i2t_exact(model):
 
 
 def arm(arch, mix, i2t_ratio=1.0):
-    model = archs.load_base(arch)
+    model = registry.load_base(arch)
     recipe = replace(preset(arch, "reca"), steps=STEPS, batch=BATCH, lr=LR, warmup=5, log_every=10,
                      save_every=0, i2t_ratio=i2t_ratio if mix else 0.0, lambda_i2t=1.0 if mix else 0.0,
                      eval_every=EVAL_EVERY)
@@ -97,7 +99,7 @@ def arm(arch, mix, i2t_ratio=1.0):
 
 scores, histories = {}, {}
 for arch in ARCHS:
-    scores[(arch, "base")] = geneval.evaluate_i2t(archs.load_base(arch), n=N_I2T, progress=False)["exact"]
+    scores[(arch, "base")] = geneval.evaluate_i2t(registry.load_base(arch), n=N_I2T, progress=False)["exact"]
     for mix in (False, True):
         scores[(arch, mix)], histories[(arch, mix)] = arm(arch, mix)
     print(f"{arch}: I2T exact base {scores[(arch, 'base')]:.2f} | RecA only {scores[(arch, False)]:.2f} | "

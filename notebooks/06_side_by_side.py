@@ -43,7 +43,8 @@ from collections import Counter
 
 import torch
 
-from reca_nb import archs, plotting
+from reca_nb.models import registry
+from reca_nb import plotting
 from reca_nb.paths import DATA_DIR
 from reca_nb.recipe import DECOUPLED, SHARED
 
@@ -57,9 +58,9 @@ PROMPTS = ["a red circle", "two blue squares", "a green triangle left of a yello
 # ## 1 · Five families, six miniatures
 
 # %%
-manifest = json.loads((archs.CHECKPOINT_DIR / "MANIFEST.json").read_text())
+manifest = json.loads((registry.CHECKPOINT_DIR / "MANIFEST.json").read_text())
 print(f"{'arch':11s} {'kind':10s} {'params':>7s} {'GenEval-mini':>12s} {'I2T exact':>9s}")
-for arch in archs.ARCHS:
+for arch in registry.ARCHS:
     kind = "shared" if arch in SHARED else "decoupled"
     e = manifest.get(arch)
     if e is None:
@@ -69,8 +70,8 @@ for arch in archs.ARCHS:
           f"{e['scores']['i2t']['exact']:9.2f}")
 
 # %%
-shipped = [a for a in archs.ARCHS if archs.base_path(a).exists()]
-assert len(shipped) == 6 and set(SHARED) | set(DECOUPLED) == set(archs.ARCHS)
+shipped = [a for a in registry.ARCHS if registry.base_path(a).exists()]
+assert len(shipped) == 6 and set(SHARED) | set(DECOUPLED) == set(registry.ARCHS)
 
 # %% [markdown]
 # The same six prompts through every shipped base (one sampling seed):
@@ -78,7 +79,7 @@ assert len(shipped) == 6 and set(SHARED) | set(DECOUPLED) == set(archs.ARCHS)
 # %%
 samples = []
 for arch in shipped:
-    model = archs.load_base(arch).eval()
+    model = registry.load_base(arch).eval()
     samples.append(model.sample(PROMPTS, generator=torch.Generator().manual_seed(0)))
 plotting.image_grid(torch.cat(samples), nrow=len(PROMPTS), titles=[f"{a}: {p}" for a in shipped for p in PROMPTS],
                     title="rows: " + " · ".join(shipped))

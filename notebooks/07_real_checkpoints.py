@@ -26,7 +26,7 @@
 # - what a RecA sample is for Janus-Pro: SigLIP features of the image in a chat turn with a "describe"
 #   template, the image's own VQ codes as the target;
 # - how to check the memory budget *before* training, and how to save and reload the adapters;
-# - whether RecA helped: GenEval's protocol (`reca_nb.geneval_real`) on the same prompts and seeds before and
+# - whether RecA helped: GenEval's protocol (`reca_nb.evaluation.geneval_real`) on the same prompts and seeds before and
 #   after training, with the difference and its bootstrap interval.
 #
 # **Prerequisites**: notebook 01. Papers: RecA, arXiv 2509.07295 (Sec. 3); Janus-Pro, arXiv 2501.17811 ·
@@ -65,12 +65,14 @@ from dataclasses import replace
 import torch
 from PIL import Image
 
-from reca_nb import geneval_real, plotting, real_janus
+from reca_nb.evaluation import geneval_real
+from reca_nb import plotting
+from reca_nb.models.real import janus_pro
 from reca_nb.adapters import load_adapters, read_meta
-from reca_nb.folder import ImageFolder
+from reca_nb.world.folder import ImageFolder
 from reca_nb.memory import estimate_memory, format_memory
 from reca_nb.paths import cache_dir
-from reca_nb.shapes import ShapeWorld
+from reca_nb.world.shapes import ShapeWorld
 from reca_nb.train import train
 
 torch.manual_seed(0)
@@ -78,14 +80,14 @@ on_gpu = torch.cuda.is_available()
 
 # %% tags=["parameters"]
 TINY = not on_gpu  # offline / CI: tiny random Janus-Pro and OpenUni of the same classes; on a GPU: the real ones
-MODEL_ID = real_janus.MODEL_IDS["1b"]  # "7b" needs a 40 GB+ GPU for LoRA in bf16
+MODEL_ID = janus_pro.MODEL_IDS["1b"]  # "7b" needs a 40 GB+ GPU for LoRA in bf16
 IMAGE_FOLDER = None  # your pictures (recursive); None: a small demo folder of shape-world scenes is written
 CAPTIONS = None  # optional .csv / .jsonl of (file, caption) for I2T mixing; sidecar .txt files also work
 STEPS = 40 if TINY else 300  # RecA steps (paper: 1000-5000 full fine-tune steps on 8+ GPUs)
 BATCH = 4  # RecA samples per step (+ as many I2T samples when captions exist)
 LR = 1e-2 if TINY else 1e-4  # LoRA learning rate (the tiny random model needs a large one to move in 40 steps)
 RUN_DIR = cache_dir() / "runs" / "nb07"
-RUN_OPENUNI = True  # section 6: the OpenUni-style model (when reca_nb.real_openuni is installed)
+RUN_OPENUNI = True  # section 6: the OpenUni-style model (when reca_nb.models.real.openuni is installed)
 GENEVAL_PER_TASK = 1 if TINY else 16  # GenEval prompts per task (stratified, fixed seed; 0 = all 553)
 GENEVAL_IMAGES = 1 if TINY else 2  # images per prompt (GenEval's standard is 4; 2 halves the sampling time)
 
@@ -125,7 +127,7 @@ if DEMO:
 # %% [markdown]
 # ## 2 · The model and its memory budget
 #
-# `real_janus.load` wraps `JanusForConditionalGeneration` + `JanusProcessor` as a reca_nb UMM. The recipe is
+# `janus_pro.load` wraps `JanusForConditionalGeneration` + `JanusProcessor` as a reca_nb UMM. The recipe is
 # LoRA (rank 16) on every Linear layer of the LLM, with the generation embedding, aligner and head trained in
 # full (they are small and they are exactly the path RecA trains). The estimate below counts weights, gradients,
 # AdamW states and activations for one step. It is an **estimate**, ±50 % on activations.
@@ -133,9 +135,9 @@ if DEMO:
 # %%
 timings = {}  # seconds per phase, printed at the end
 t0 = time.time()
-model = real_janus.load(MODEL_ID, tiny=TINY)
+model = janus_pro.load(MODEL_ID, tiny=TINY)
 timings["load Janus-Pro"] = time.time() - t0
-recipe = real_janus.recipe(steps=STEPS, batch=BATCH, lr=LR, warmup=max(1, STEPS // 10), log_every=max(1, STEPS // 20))
+recipe = janus_pro.recipe(steps=STEPS, batch=BATCH, lr=LR, warmup=max(1, STEPS // 10), log_every=max(1, STEPS // 20))
 if not folder.captions:  # nothing to mix in: RecA alone
     recipe = replace(recipe, lambda_i2t=0.0, i2t_ratio=0.0)
 n_params = sum(p.numel() for p in model.parameters())
@@ -165,7 +167,7 @@ print(text + f"  ->  {model.n_gen} VQ codes")
 #
 # GenEval (Ghosh et al., 2023) asks for objects, two objects, counts, colours, positions and colour bindings,
 # then checks each picture with an object detector: Mask2Former (Swin-S, COCO) finds the objects, CLIP ViT-L/14
-# names their colours, and GenEval's rules decide (`reca_nb.geneval_rules`). The score is the mean of the six
+# names their colours, and GenEval's rules decide (`reca_nb.evaluation.geneval_rules`). The score is the mean of the six
 # task accuracies. `geneval_real` runs that protocol on transformers models: GenEval's own 553 prompts, here
 # `GENEVAL_PER_TASK` of each task drawn with a fixed seed, each sampled with a seed fixed by the prompt, so the
 # RecA model meets exactly the same prompts and seeds afterwards. Offline the prompts are a hand-made file of
@@ -252,7 +254,7 @@ plotting.image_grid(torch.cat([before_images[i][:1] for i, _ in shown] + [after_
 # and positions followed more often. Read the interval before the difference: with 16 prompts per task it is
 # wide, and a difference whose interval contains 0 is not evidence either way. The full benchmark (553 prompts
 # x 4 images) and any other model's images (a folder in GenEval's layout) go through the command line, e.g.
-# `python -m reca_nb.geneval_real --model=janus-pro --adapters=RUN_DIR --n_per_task=0 --images_per_prompt=4`.
+# `python -m reca_nb.evaluation.geneval_real --model=janus-pro --adapters=RUN_DIR --n_per_task=0 --images_per_prompt=4`.
 # For reference, the Janus-Pro paper (arXiv 2501.17811) reports GenEval 0.80 for Janus-Pro-7B with GenEval's
 # mmdetection scorer; this port uses Meta's Mask2Former weights, so expect small shifts.
 #
@@ -268,7 +270,7 @@ trained_state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
 del model
 if on_gpu:
     torch.cuda.empty_cache()
-model = load_adapters(real_janus.load(MODEL_ID, tiny=TINY), RUN_DIR / "adapters.safetensors")
+model = load_adapters(janus_pro.load(MODEL_ID, tiny=TINY), RUN_DIR / "adapters.safetensors")
 reloaded = geneval_real.generate(model, prompts[:4], GENEVAL_IMAGES, seed=0, progress=False)
 
 # %%
@@ -284,12 +286,12 @@ assert gap < 0.05  # the same pictures for the same seeds (bf16 merges may flip 
 #
 # OpenUni (RecA Table 1) is *decoupled*: a frozen VLM reads the image, learnable queries carry its
 # understanding to a SANA diffusion transformer that denoises DC-AE latents. Practice 3 says freeze
-# understanding; no I2T is needed. `reca_nb.real_openuni` builds it from `transformers` and `diffusers` parts;
+# understanding; no I2T is needed. `reca_nb.models.real.openuni` builds it from `transformers` and `diffusers` parts;
 # the same loop trains it.
 
 # %%
-if RUN_OPENUNI and importlib.util.find_spec("reca_nb.real_openuni") is not None:
-    from reca_nb import real_openuni
+if RUN_OPENUNI and importlib.util.find_spec("reca_nb.models.real.openuni") is not None:
+    from reca_nb.models.real import openuni as real_openuni
     from reca_nb.recipe import Recipe
 
     del model
@@ -313,7 +315,7 @@ if RUN_OPENUNI and importlib.util.find_spec("reca_nb.real_openuni") is not None:
     display(plotting.image_grid(torch.cat([ou_before, ou_after]), nrow=4, titles=ou_prompts * 2,  # noqa: F821
                                 title="OpenUni-style · top: before · bottom: after RecA"))
 else:
-    print("skipped: reca_nb.real_openuni is not installed here (or RUN_OPENUNI = False)")
+    print("skipped: reca_nb.models.real.openuni is not installed here (or RUN_OPENUNI = False)")
 
 # %% [markdown]
 # ## Time per phase
@@ -327,7 +329,7 @@ assert {"load Janus-Pro", "RecA training", "GenEval: generate (base)", "GenEval:
 
 # %% [markdown]
 # ## Summary
-# - Real checkpoints use the same `train()` as the miniatures: a UMM wrapper (`real_janus.load`) plus an image
+# - Real checkpoints use the same `train()` as the miniatures: a UMM wrapper (`janus_pro.load`) plus an image
 #   folder (`ImageFolder(...).batches`) is all that changes.
 # - For Janus-Pro the RecA condition is the SigLIP path's output in the image slots of a chat turn with a
 #   template; the target is the image's VQ codes (different spaces: the natural bottleneck); I2T is mixed in

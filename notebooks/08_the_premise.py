@@ -53,13 +53,16 @@ import random
 import torch
 from IPython.display import Markdown
 
-from reca_nb import archs, plotting, premise, prompts
+from reca_nb.models import registry
+from reca_nb import plotting
+from reca_nb.reproduce import premise
+from reca_nb.world import prompts
 from reca_nb.paths import REPO_ROOT
 from reca_nb.recipe import Recipe, mini_und_res
-from reca_nb.shapes import ShapeWorld
+from reca_nb.world.shapes import ShapeWorld
 
 torch.manual_seed(0)
-RUNS = REPO_ROOT / "results" / "premise_runs"  # recorded runs of `python -m reca_nb.premise`
+RUNS = REPO_ROOT / "results" / "premise_runs"  # recorded runs of `python -m reca_nb.reproduce.premise`
 
 # %% tags=["parameters"]
 ARCH = "bagel"  # the cheapest decoupled mini; its understanding side is frozen during RecA (practice 3)
@@ -79,7 +82,7 @@ EVAL_PER_CATEGORY = 4  # GenEval-mini scenes per category for the live reconstru
 #   noise for both — 0 means the generator ignores its text.
 
 # %%
-model = archs.load_base(ARCH)
+model = registry.load_base(ARCH)
 cfg = premise.PremiseConfig(arch=ARCH, arm="reca", steps=STEPS, track_every=TRACK_EVERY,
                             eval_per_category=EVAL_PER_CATEGORY, gap_n=128, gap_draws=2)
 und_res = mini_und_res(ARCH, model.image_size)
@@ -133,7 +136,7 @@ plotting.image_grid(torch.cat([truth, before, after]), nrow=len(truth),
 # alt-text-like T2I prompts, and — in 25 % of T2I samples — the und tokens of a *different, jittered render*
 # of the same scene as extra condition (what interleaved / editing data gives real BAGEL). Its gate: recon
 # spec 0.31 (shipped 0.17, chance 0.23) — better, but **below the 0.5 gate**. The RecA curves come from
-# `python -m reca_nb.premise --arm=reca --track_every=...` (one thread, seed 0); the T2I-only control (same steps,
+# `python -m reca_nb.reproduce.premise --arm=reca --track_every=...` (one thread, seed 0); the T2I-only control (same steps,
 # same trainable parameters, T2I loss only) was measured before and after. The shipped run was scored with
 # today's GenEval-mini detector, base (b)'s with the previous one (`results/premise.md`): the prompt gap does not
 # use the detector, the reconstruction score does.
@@ -174,7 +177,7 @@ assert c1["prompt_gap"]["gap"] > b1["prompt_gap"]["gap"] + 2 * max(c1["prompt_ga
 # Fixed before the runs (`results/premise.md`): the untouched base, RecA (the claims-table recipe) and a
 # same-steps **T2I-only** control (same trainable parameters, only the T2I loss), seeds 0–2, GenEval-mini 180
 # prompts; verdict = `reproduce.verdict` (Welch SE; "reproduced" iff the difference exceeds max(2 SE, 0.02) in
-# the paper's direction), overall first, per category second. `python -m reca_nb.premise
+# the paper's direction), overall first, per category second. `python -m reca_nb.reproduce.premise
 # --verdict=results/premise_runs/b` prints the same table. These runs were scored with the previous
 # GenEval-mini detector (sha256 3247a97c…; it was retrained since, `data/scorer/README.md`); they cannot be
 # re-scored (base (b)'s checkpoint is not shipped), so they were replicated instead — below the table.

@@ -23,7 +23,7 @@ def save_adapters(model, path, recipe) -> Path:
     """Write the trainable tensors of a LoRA-wrapped `model` (inside train(), before the merge) to `path`."""
     from safetensors.torch import save_file
 
-    from .train import lora_full
+    from reca_nb.train import lora_full
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -31,8 +31,8 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from .paths import DATA_DIR
-from .plotting import new_figure
+from reca_nb.paths import DATA_DIR
+from reca_nb.plotting import new_figure
 
 ARCH = "showo-vq"
 GRID = {"und_res": (32, 16, 8), "blur": (0.0, 1.0), "prompts": ("diverse", "single"), "i2t_ratio": (0.0, 1.0)}
@@ -55,13 +55,16 @@ def grid_points() -> list:
 def run_point(point: dict, steps: int, batch: int, n_eval: int, seed: int, device: str = "auto",
               threads: int = 1) -> tuple:
     """Train one grid point from the base and measure it -> (record dict, {name: uint8 images})."""
-    from . import archs, geneval, prompts, shapes
-    from .recipe import preset
-    from .train import train
+    from reca_nb.models import registry
+    from reca_nb.evaluation import geneval
+    from reca_nb.world import prompts
+    from reca_nb.world import shapes
+    from reca_nb.recipe import preset
+    from reca_nb.train import train
 
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
-    model = archs.load_base(ARCH)
+    model = registry.load_base(ARCH)
     recipe = replace(preset(ARCH, "reca"), und_res=point["und_res"], blur_sigma=point["blur"],
                      prompts=point["prompts"], i2t_ratio=point["i2t_ratio"],
                      lambda_i2t=1.0 if point["i2t_ratio"] > 0 else 0.0, steps=steps, batch=batch,
@@ -93,16 +96,17 @@ def precompute(dest=EXPLORER_DIR, jobs: int = 1, device: str = "auto", threads: 
     from safetensors.torch import save_file
     from tqdm.auto import tqdm
 
-    from . import archs, geneval
+    from reca_nb.models import registry
+    from reca_nb.evaluation import geneval
 
     cfg = {**DEFAULTS, **settings}
     points = points or grid_points()
-    base = archs.load_base(ARCH).eval()
+    base = registry.load_base(ARCH).eval()
     base_scores = {"t2i": {k: v for k, v in geneval.evaluate_t2i(base, cfg["n_eval"], progress=False).items()
                            if k != "counts"},
                    "i2t": geneval.evaluate_i2t(base, n=6 * cfg["n_eval"], progress=False)}
-    from . import data
-    from .recipe import preset
+    from reca_nb.world import data
+    from reca_nb.recipe import preset
 
     data.image_pool(preset(ARCH).n_images, 0, base.image_size)  # build the disk cache once, before workers start
     args = [(p, cfg["steps"], cfg["batch"], cfg["n_eval"], cfg["seed"], device, threads) for p in points]
@@ -269,7 +273,7 @@ def explore(runs: Runs | None = None):
 
 
 def main(argv=None):
-    from .config import parse_overrides
+    from reca_nb.config import parse_overrides
 
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] in ("-h", "--help"):

@@ -39,7 +39,7 @@ def estimate_memory(model, recipe) -> dict:
     """Bytes of weights / grads / Adam states / activations / overhead for one step of `recipe` on `model`."""
     from torch import nn
 
-    from .train import lora_full, lora_targets
+    from reca_nb.train import lora_full, lora_targets
 
     params = dict(model.named_parameters())
     weights = sum(p.numel() * p.element_size() for p in params.values())

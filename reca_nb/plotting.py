@@ -28,8 +28,8 @@ import math
 import numpy as np
 from matplotlib.figure import Figure
 
-from .images import as_image_batch
-from .shapes import CATEGORIES, CATEGORY_TITLES
+from reca_nb.world.images import as_image_batch
+from reca_nb.world.shapes import CATEGORIES, CATEGORY_TITLES
 
 CELL = 1.1  # inches per image in a grid
 
@@ -267,7 +267,7 @@ RECON_GATE = 0.5  # a base "reads its understanding space" from here on (issue 1
 
 def plot_premise(trajectories: dict, title: str = "RecA's premise over training"):
     """`trajectories` = {label: [{"step", "recon": {"spec"}, "prompt_gap": {"gap", "gap_std"}}, ...]}, the
-    "trajectory" a `python -m reca_nb.premise --track_every=N` run records. Left: reconstruction spec from the
+    "trajectory" a `python -m reca_nb.reproduce.premise --track_every=N` run records. Left: reconstruction spec from the
     model's own understanding embedding, with chance and the gate; right: the prompt gap (how much T2I uses
     its text), with its spread over noise draws."""
     if not trajectories:

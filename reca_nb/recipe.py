@@ -17,7 +17,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from .config import check_choices
+from reca_nb.config import check_choices
 
 # ----------------------------------------------------------------------------- the recipe
 
@@ -25,7 +25,7 @@ from .config import check_choices
 @dataclass(frozen=True)
 class Recipe:
     # --- what is trained -----------------------------------------------------------------------------
-    arch: str = "showo-clip"  # registry name (reca_nb.archs.ARCHS)
+    arch: str = "showo-clip"  # registry name (reca_nb.models.registry.ARCHS)
     stage: Literal["reca", "pretrain", "control"] = "reca"  # label only: which kind of run this is
     # --- practice 1: information bottleneck on the understanding input -------------------------------
     und_res: int = 0  # understanding input resolution; 0 = the model's native und_size. Paper: BAGEL ViT
@@ -56,11 +56,11 @@ class Recipe:
     steps: int = 400  # optimizer steps. Paper: 5000 (Show-o, Harmon, OpenUni), 1000 (BAGEL)
     batch: int = 32  # RecA samples per step (I2T batch = round(i2t_ratio * batch))
     seed: int = 0  # model-side randomness (masking, noise, dropout) and the batch sampler
-    # --- data (reca_nb.data) --------------------------------------------------------------------------
+    # --- data (reca_nb.world.data) --------------------------------------------------------------------------
     n_images: int = 4000  # unlabelled pool for RecA, also the I2T pool. Paper: 10K (BAGEL) .. MidjourneyV6
     n_t2i_pairs: int = 300  # captioned pool for T2I; small, so the base has T2I headroom
     data_seed: int = 0  # which shape-world pool (rendered at the model's image_size)
-    # --- world options (reca_nb.data; all off by default, and then absent from fingerprints: WORLD_FIELDS) -
+    # --- world options (reca_nb.world.data; all off by default, and then absent from fingerprints: WORLD_FIELDS) -
     i2t_fact_p: float = 0.0  # share of I2T captions followed by one true relation / count / colour-shape
     #                          sentence in the eval's words (shapes.fact_sentence), as VLM captions state them
     t2i_sparse_p: float = 0.0  # T2I prompts lose their relation, count and binding with this probability
@@ -204,7 +204,7 @@ def preset(arch: str, name: str = "reca", image_size: int = 32) -> Recipe:
     """Named recipe for an architecture: "reca" (the official recipe, scaled), "pretrain" (T2I + I2T base
     training, no RecA), "control" (the RecA run minus the RecA term), "ci" (seconds), "colab" (GPU,
     longer). Architectures outside REAL_UND_RES (e.g. a registered test toy) get shared-model defaults."""
-    from .archs import check
+    from reca_nb.models.registry import check
 
     check(arch)
     if name not in PRESETS:

@@ -35,9 +35,9 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .collapse import CollapseMonitor
-from .data import Batches
-from .recipe import WORLD_FIELDS, Recipe, mini_und_res
+from reca_nb.collapse import CollapseMonitor
+from reca_nb.world.data import Batches
+from reca_nb.recipe import WORLD_FIELDS, Recipe, mini_und_res
 
 CKPT_FORMAT = "reca_nb.train/1"
 # recipe fields a resumed run may change: they do not alter the trajectory of the steps already taken
@@ -183,11 +183,11 @@ def train(model, recipe: Recipe, out_dir=None, resume=None, callbacks=(), progre
     out_dir:   checkpoints (ckpt-NNNNNN.safetensors), history.json and the final model.safetensors
     resume:    None | "latest" (newest readable checkpoint in out_dir; none: fresh start) | a checkpoint
     callbacks: functions cb(row, model) called on every history row; returning True stops the run
-    evals:     {name: fn(model) -> dict}; default GenEval-mini T2I + I2T (reca_nb.geneval) when eval_every > 0
+    evals:     {name: fn(model) -> dict}; default GenEval-mini T2I + I2T (reca_nb.evaluation.geneval) when eval_every > 0
     monitor:   a CollapseMonitor; by default one with the recipe's threshold whenever RecA is on
-    data:      None: the recipe's shape-world pools (reca_nb.data.Batches); else a function
+    data:      None: the recipe's shape-world pools (reca_nb.world.data.Batches); else a function
                (size, seed=, prompts=, device=) -> a sampler with Batches' methods, e.g. the bound method
-               `reca_nb.folder.ImageFolder(root).batches` (your own images)
+               `reca_nb.world.folder.ImageFolder(root).batches` (your own images)
     LoRA runs (freeze="lora") with out_dir also write out_dir/adapters.safetensors (reca_nb.adapters).
     """
     # --- config ---------------------------------------------------------------------------------------
@@ -337,7 +337,7 @@ def train(model, recipe: Recipe, out_dir=None, resume=None, callbacks=(), progre
     finally:
         if lora is not None:
             if out_dir is not None and main:
-                from .adapters import save_adapters
+                from reca_nb.adapters import save_adapters
 
                 save_adapters(model, out_dir / "adapters.safetensors", recipe)
             lora.merge_and_unload()  # the model gets its original structure back, adapters folded in
@@ -464,7 +464,7 @@ class _DeferInterrupt:
 # ----------------------------------------------------------------------------- eval
 
 def default_evals(recipe: Recipe) -> dict:
-    from . import geneval  # lazy: the scorer is only needed when evaluating
+    from reca_nb.evaluation import geneval  # lazy: the scorer is only needed when evaluating
 
     return {"t2i": lambda m: geneval.evaluate_t2i(m, n_per_category=max(1, recipe.eval_n // 6), progress=False),
             "i2t": lambda m: geneval.evaluate_i2t(m, n=recipe.eval_n, progress=False)}
@@ -660,21 +660,21 @@ def _check_model(state: dict, umm):
 # ----------------------------------------------------------------------------- CLI
 
 CLI_KEYS = ("arch", "preset", "base", "out", "resume", "progress", "threads")
-# real checkpoints (hub weights, your own images): not in reca_nb.archs; their module's main() takes over
-REAL_ARCHS = {"janus-pro": "reca_nb.real_janus"}
+# real checkpoints (hub weights, your own images): not in reca_nb.models.registry; their module's main() takes over
+REAL_ARCHS = {"janus-pro": "reca_nb.models.real.janus_pro"}
 USAGE = """usage: python -m reca_nb.train --arch=ARCH [--preset=reca|pretrain|control|ci|colab]
        [--base=default|none|PATH] [--out=DIR] [--resume[=PATH]] [--threads=N] [--progress=False]
        [--model.FIELD=V ...] [--RECIPE_FIELD=V ...]
   --base=default loads data/checkpoints/ARCH.safetensors; --base=none builds a fresh model (seeded by
   --seed; --model.* overrides its config). --out defaults to $RECA_NB_HOME/runs/ARCH-PRESET-SEED.
-  Real checkpoints on your own images: --arch=janus-pro --image_folder=DIR (see reca_nb.real_janus)."""
+  Real checkpoints on your own images: --arch=janus-pro --image_folder=DIR (see reca_nb.models.real.janus_pro)."""
 
 
 def main(argv=None):
-    from . import archs
-    from .config import apply_overrides, parse_overrides
-    from .paths import cache_dir
-    from .recipe import preset
+    from reca_nb.models import registry
+    from reca_nb.config import apply_overrides, parse_overrides
+    from reca_nb.paths import cache_dir
+    from reca_nb.recipe import preset
 
     print = launch_print()
     argv = sys.argv[1:] if argv is None else argv
@@ -689,7 +689,7 @@ def main(argv=None):
     cli = {k: args.pop(k) for k in CLI_KEYS if k in args}
     model_kw = {k[6:]: args.pop(k) for k in list(args) if k.startswith("model.")}
     if "arch" not in cli:
-        raise SystemExit(f"--arch is required; valid: {', '.join(archs.available())}\n{USAGE}")
+        raise SystemExit(f"--arch is required; valid: {', '.join(registry.available())}\n{USAGE}")
     arch, name = cli["arch"], cli.get("preset", "reca")
     recipe = apply_overrides(preset(arch, name), args)
     if "threads" in cli:
@@ -697,11 +697,11 @@ def main(argv=None):
     base = str(cli.get("base", "default"))
     if base == "none":
         torch.manual_seed(recipe.seed)  # a fresh model is a function of the seed too
-        model = archs.build(arch, **model_kw)
+        model = registry.build(arch, **model_kw)
     else:
         if model_kw:
             raise SystemExit("--model.* overrides need --base=none (a loaded checkpoint fixes the config)")
-        model = archs.load_base(arch, None if base == "default" else base)
+        model = registry.load_base(arch, None if base == "default" else base)
     out = Path(cli["out"]) if "out" in cli else cache_dir() / "runs" / f"{arch}-{name}-{recipe.seed}"
     print(f"recipe ({name} preset for {arch}; overrides: {sorted(args) or 'none'}):")
     for k, v in asdict(recipe).items():

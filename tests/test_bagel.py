@@ -14,8 +14,8 @@ from torch import nn
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from reca_nb.bagel import BagelMini, BagelMiniConfig, MoTLayer  # noqa: E402
-from reca_nb.shapes import ShapeWorld  # noqa: E402
+from reca_nb.models.bagel import BagelMini, BagelMiniConfig, MoTLayer  # noqa: E402
+from reca_nb.world.shapes import ShapeWorld  # noqa: E402
 
 
 class StandInCLIP(nn.Module):
@@ -350,8 +350,8 @@ def test_real_loaders(batch):
     """With the shared frozen CLIP and autoencoder (skipped until they are available)."""
     img, und, prompts, caps = batch
     try:
-        from reca_nb.autoencoder import load_ae
-        from reca_nb.clip import load_clip
+        from reca_nb.encoders.autoencoder import load_ae
+        from reca_nb.encoders.clip import load_clip
 
         clip, ae = load_clip(), load_ae()
     except (ImportError, FileNotFoundError) as e:

@@ -1,25 +1,26 @@
 """The shipped base checkpoints (data/checkpoints): manifest integrity, offline load, one RecA step, one I2T
 step, T2I samples and captions for every architecture that has a base. The scores themselves are measured by
-`python -m reca_nb.pretrain` and recorded in MANIFEST.json / data/README.md; here we re-check that a base is
+`python -m reca_nb.build.pretrain` and recorded in MANIFEST.json / data/README.md; here we re-check that a base is
 far above the prompt-ignoring chance score on a small prompt set."""
 import json
 
 import pytest
 import torch
 
-from reca_nb import archs, geneval
-from reca_nb.pretrain import sha256
+from reca_nb.models import registry
+from reca_nb.evaluation import geneval
+from reca_nb.build.pretrain import sha256
 from reca_nb.recipe import preset
 
-MANIFEST = json.loads((archs.CHECKPOINT_DIR / "MANIFEST.json").read_text())
-SHIPPED = sorted(a for a in archs.ARCHS if archs.base_path(a).exists())
+MANIFEST = json.loads((registry.CHECKPOINT_DIR / "MANIFEST.json").read_text())
+SHIPPED = sorted(a for a in registry.ARCHS if registry.base_path(a).exists())
 
 
 def test_every_shipped_base_is_in_the_manifest_with_its_hash():
-    assert len(SHIPPED) == len(archs.ARCHS) == 6  # every architecture has a base
+    assert len(SHIPPED) == len(registry.ARCHS) == 6  # every architecture has a base
     for arch in SHIPPED:
         entry = MANIFEST[arch]
-        path = archs.base_path(arch)
+        path = registry.base_path(arch)
         assert entry["sha256"] == sha256(path), f"{arch}: file differs from MANIFEST.json"
         assert entry["bytes"] == path.stat().st_size <= 10_500_000  # each base stays small
         assert entry["scores"]["t2i"]["overall"] >= 0.33 and entry["scores"]["i2t"]["exact"] >= 0.9
@@ -28,9 +29,9 @@ def test_every_shipped_base_is_in_the_manifest_with_its_hash():
 @pytest.mark.parametrize("arch", SHIPPED)
 def test_base_loads_trains_one_step_samples_and_captions(arch):
     torch.manual_seed(0)
-    model = archs.load_base(arch)
+    model = registry.load_base(arch)
     recipe = preset(arch, "reca")
-    from reca_nb.shapes import ShapeWorld
+    from reca_nb.world.shapes import ShapeWorld
 
     world = ShapeWorld(4, seed=7, kind="random", size=model.image_size)
     images = world.images()
@@ -54,7 +55,7 @@ def test_base_loads_trains_one_step_samples_and_captions(arch):
 @pytest.mark.slow
 @pytest.mark.parametrize("arch", SHIPPED)
 def test_base_is_far_above_chance(arch):
-    model = archs.load_base(arch).eval()
+    model = registry.load_base(arch).eval()
     t2i = geneval.evaluate_t2i(model, 10, progress=False)  # 60 held-out prompts
     i2t = geneval.evaluate_i2t(model, n=40, progress=False)
     chance = geneval.chance_t2i(geneval.geneval_prompts(10, 10_000))["overall"]

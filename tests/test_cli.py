@@ -50,7 +50,7 @@ def test_cli_default_out_dir_under_cache(tmp_path):
     (["--arch=toy", "--base=none", "--steps=three"], ValueError, "Recipe.steps expects int"),
     (["--arch=nope"], ValueError, "unknown arch 'nope'; valid: showo-vq"),
     (["--arch=toy", "--preset=huge", "--base=none"], ValueError, "unknown preset"),
-    (["--arch=toy"], FileNotFoundError, r"python -m reca_nb.pretrain --arch=toy"),
+    (["--arch=toy"], FileNotFoundError, r"python -m reca_nb.build.pretrain --arch=toy"),
     (["--arch=toy", "--model.d=8"], SystemExit, "need --base=none"),
     (["--steps=3"], SystemExit, "--arch is required"),
     (["arch=toy"], ValueError, "expected --key=value"),
@@ -67,8 +67,8 @@ def test_unregistered_toy_is_unknown(monkeypatch):
 
 
 def test_pretrain_writes_checkpoint_and_manifest(tmp_path):
-    from reca_nb import pretrain
-    from reca_nb.umm import UMM
+    from reca_nb.build import pretrain
+    from reca_nb.models.umm import UMM
 
     argv = ["--arch=toy", "--steps=3", "--warmup=1", "--batch=4", "--n_images=32", "--n_t2i_pairs=8",
             "--model.d=16", f"--dest={tmp_path / 'ck'}", f"--out={tmp_path / 'run'}", "--eval=False",
@@ -79,10 +79,10 @@ def test_pretrain_writes_checkpoint_and_manifest(tmp_path):
     assert manifest["toy"] == json.loads(json.dumps(entry)) and entry["sha256"] == pretrain.sha256(path)
     assert entry["recipe"]["stage"] == "pretrain" and entry["recipe"]["lambda_reca"] == 0
     assert entry["model_config"]["d"] == 16 and entry["params"] > 0 and entry["bytes"] == path.stat().st_size
-    assert entry["command"].startswith("python -m reca_nb.pretrain --arch=toy")
-    from reca_nb import archs
+    assert entry["command"].startswith("python -m reca_nb.build.pretrain --arch=toy")
+    from reca_nb.models import registry
 
-    model = archs.load_base("toy", path)
+    model = registry.load_base("toy", path)
     assert isinstance(model, UMM) and model.config.d == 16
     pretrain.main([a.replace("--steps=3", "--steps=2") for a in argv])  # same arch again: entry replaced
     assert json.loads((tmp_path / "ck" / "MANIFEST.json").read_text())["toy"]["recipe"]["steps"] == 2

@@ -1,4 +1,4 @@
-"""ShapeCLIP: the shipped frozen semantic encoder (reca_nb.clip) and its training code (reca_nb.fit_clip)."""
+"""ShapeCLIP: the shipped frozen semantic encoder (reca_nb.encoders.clip) and its training code (reca_nb.build.fit_clip)."""
 import os
 
 import numpy as np
@@ -7,9 +7,10 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from reca_nb import clip as C  # noqa: E402
-from reca_nb import fit_clip, shapes  # noqa: E402
-from reca_nb.text import shape_world_words  # noqa: E402
+from reca_nb.encoders import clip as C  # noqa: E402
+from reca_nb.build import fit_clip
+from reca_nb.world import shapes  # noqa: E402
+from reca_nb.world.text import shape_world_words  # noqa: E402
 
 # Held-out image -> description top-1 among 64 candidates: the shipped encoder measured 0.999 (16 px) and
 # 0.993 (32 px) on fit_clip.held_out(1024) (data/encoders/clip.json "metrics"), 1.000 / 0.992 on the 128 used

@@ -1,4 +1,4 @@
-"""reca_nb.folder: your own images for RecA. Broken files are skipped and counted, odd modes converted, bad
+"""reca_nb.world.folder: your own images for RecA. Broken files are skipped and counted, odd modes converted, bad
 folders refused with clear errors; FolderBatches samples like data.Batches; train(data=...) uses it."""
 import json
 import warnings
@@ -8,8 +8,8 @@ import pytest
 import torch
 from PIL import Image
 
-from reca_nb.folder import FolderBatches, ImageFolder, load_image
-from reca_nb.prompts import load_templates
+from reca_nb.world.folder import FolderBatches, ImageFolder, load_image
+from reca_nb.world.prompts import load_templates
 
 
 @pytest.fixture(autouse=True)

@@ -5,9 +5,10 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from reca_nb import geneval, shapes
+from reca_nb.evaluation import geneval
+from reca_nb.world import shapes
 from reca_nb.paths import DATA_DIR
-from reca_nb.shapes import CATEGORIES, Obj, ShapeWorld
+from reca_nb.world.shapes import CATEGORIES, Obj, ShapeWorld
 
 SEED = 950_000  # held out: fit_scorer trains on seeds >= 7_000_000
 N_PER_CAT = 25
@@ -116,7 +117,7 @@ def test_random_scenes_cannot_be_scored_as_prompts():
 # ----------------------------------------------------------------------------- the shipped detector
 
 def test_scorer_file_is_small():
-    assert geneval.SCORER_FILE.exists(), "run `python -m reca_nb.fit_scorer`"
+    assert geneval.SCORER_FILE.exists(), "run `python -m reca_nb.build.fit_scorer`"
     assert geneval.SCORER_FILE.stat().st_size < 1_000_000
 
 
@@ -176,9 +177,9 @@ def _tokenizer(name):
     if not path.exists():
         pytest.skip(f"{path} not shipped yet")
     if name == "vq":
-        from reca_nb.vq import load_vq
+        from reca_nb.encoders.vq import load_vq
         return load_vq().reconstruct
-    ae = pytest.importorskip("reca_nb.autoencoder").load_ae()
+    ae = pytest.importorskip("reca_nb.encoders.autoencoder").load_ae()
     return lambda x: ae.decode(ae.encode(x))
 
 
@@ -236,7 +237,7 @@ def test_evaluate_i2t_resizes_to_und_size():
 # ----------------------------------------------------------------------------- fitting
 
 def test_fit_scorer_smoke_is_deterministic_and_round_trips(tmp_path):
-    from reca_nb import fit_scorer
+    from reca_nb.build import fit_scorer
 
     cfg = fit_scorer.FitConfig(n_prompted=48, n_random=48, n_large=8, n_recon=0, steps=3, batch=16,
                                tokenizers="none")

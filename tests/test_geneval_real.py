@@ -1,4 +1,4 @@
-"""reca_nb.geneval_real on tiny random Mask2Former + CLIP built offline: prompts, subset, the colour crop,
+"""reca_nb.evaluation.geneval_real on tiny random Mask2Former + CLIP built offline: prompts, subset, the colour crop,
 generate -> folder -> score, intervals, the CLI on a folder (subprocess). Nothing is downloaded."""
 import json
 import os
@@ -10,9 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
-from reca_nb import geneval_real as ge
-from reca_nb.geneval_detect import GREY, load_scorer
-from reca_nb.geneval_rules import CLASSNAMES, COLORS, TASKS, Detection
+from reca_nb.evaluation import geneval_real as ge
+from reca_nb.evaluation.geneval_detect import GREY, load_scorer
+from reca_nb.evaluation.geneval_rules import CLASSNAMES, COLORS, TASKS, Detection
 from reca_nb.paths import REPO_ROOT
 
 pytestmark = pytest.mark.usefixtures("own_home_one_thread")
@@ -98,9 +98,9 @@ def test_colour_crop_is_the_mask_on_grey_cut_to_the_box(scorer, monkeypatch):
 
 
 def test_generate_write_read_score_and_memory_equals_folder(scorer, tmp_path):
-    from reca_nb import real_janus
+    from reca_nb.models.real import janus_pro
 
-    model = real_janus.load(tiny=True)
+    model = janus_pro.load(tiny=True)
     prompts = ge.subset(list(ge.EXAMPLE_METADATA), n_per_task=1, seed=0)
     images = ge.generate(model, prompts, images_per_prompt=2, seed=3, progress=False)
     again = ge.generate(model, prompts, images_per_prompt=2, seed=3, progress=False)
@@ -169,7 +169,7 @@ def test_eval_extra_is_in_dev():
 @pytest.mark.slow
 def test_cli_generates_then_scores_the_folder_in_a_subprocess(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    run = [sys.executable, "-m", "reca_nb.geneval_real", "--tiny", "--progress=False", "--threads=1"]
+    run = [sys.executable, "-m", "reca_nb.evaluation.geneval_real", "--tiny", "--progress=False", "--threads=1"]
     r = subprocess.run(run + ["--model=janus-pro", "--n_per_task=1", "--images_per_prompt=1",
                               f"--out={tmp_path / 'gen'}"], capture_output=True, text=True, env=env, cwd=REPO_ROOT)
     assert r.returncode == 0, r.stderr[-2000:]
@@ -186,8 +186,8 @@ def test_cli_generates_then_scores_the_folder_in_a_subprocess(tmp_path):
 
 
 def test_load_generator_puts_the_adapters_on_the_base(tmp_path):
-    from reca_nb import real_janus
-    from reca_nb.folder import ImageFolder
+    from reca_nb.models.real import janus_pro
+    from reca_nb.world.folder import ImageFolder
     from reca_nb.train import train
 
     photos = tmp_path / "photos"
@@ -195,8 +195,8 @@ def test_load_generator_puts_the_adapters_on_the_base(tmp_path):
     for i in range(2):
         Image.fromarray(np.random.default_rng(i).integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(
             photos / f"p{i}.png")
-    model = real_janus.load(tiny=True)
-    rec = real_janus.recipe(steps=2, batch=2, lambda_i2t=0.0, i2t_ratio=0.0, lr=1e-2, warmup=1, log_every=1,
+    model = janus_pro.load(tiny=True)
+    rec = janus_pro.recipe(steps=2, batch=2, lambda_i2t=0.0, i2t_ratio=0.0, lr=1e-2, warmup=1, log_every=1,
                             device="cpu")
     train(model, rec, out_dir=tmp_path / "run", data=ImageFolder(photos).batches, progress=False)
     trained = model.state_dict()

@@ -3,7 +3,7 @@ position rule and its margin, include / exclude clauses, every task, and the sco
 import numpy as np
 import pytest
 
-from reca_nb.geneval_rules import CLASSNAMES, COCO_NAMES, TASKS, Detection, box_of_mask, check_record, evaluate, \
+from reca_nb.evaluation.geneval_rules import CLASSNAMES, COCO_NAMES, TASKS, Detection, box_of_mask, check_record, evaluate, \
     keep, relative_position, task_scores
 
 

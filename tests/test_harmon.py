@@ -13,8 +13,8 @@ from torch import nn
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from reca_nb.harmon import HarmonMini, HarmonMiniConfig  # noqa: E402
-from reca_nb.shapes import ShapeWorld  # noqa: E402
+from reca_nb.models.harmon import HarmonMini, HarmonMiniConfig  # noqa: E402
+from reca_nb.world.shapes import ShapeWorld  # noqa: E402
 
 
 class StandInAE(nn.Module):
@@ -61,7 +61,7 @@ def test_is_made_of_library_classes():
     assert isinstance(m.llm, Qwen2ForCausalLM)
     assert isinstance(m.encoder, nn.TransformerEncoder) and isinstance(m.decoder, nn.TransformerEncoder)
     assert m.encoder is not m.decoder
-    from reca_nb.text import tokenizer
+    from reca_nb.world.text import tokenizer
     assert m.config.vocab_size == len(tokenizer()) == m.llm.config.vocab_size
 
 
@@ -122,13 +122,13 @@ def test_llm_word_embeddings_on_the_image_token_scale_and_head_untied(batch):
 
 
 def test_pretrain_runs_t2i_then_joint(tmp_path):
-    """`python -m reca_nb.pretrain --arch=harmon`: stage "t2i" learns generation alone, then stage "joint" adds
+    """`python -m reca_nb.build.pretrain --arch=harmon`: stage "t2i" learns generation alone, then stage "joint" adds
     I2T and trains on (the LLM's word table moves again)."""
     import json
 
     from safetensors.torch import load_file
 
-    from reca_nb import pretrain
+    from reca_nb.build import pretrain
 
     flags = [f"--model.{k}={v}" for k, v in TINY.items()]
     entry = pretrain.main(["--arch=harmon", "--steps=2", "--batch=4", "--n_images=32", "--n_t2i_pairs=8",
@@ -350,7 +350,7 @@ def test_parameter_groups(batch):
 
 
 def test_real_autoencoder(batch):
-    from reca_nb.autoencoder import AE_FILE
+    from reca_nb.encoders.autoencoder import AE_FILE
 
     if not AE_FILE.exists():
         pytest.skip("data/tokenizers/ae.safetensors not built yet")

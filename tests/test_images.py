@@ -3,8 +3,8 @@ import pytest
 import torch
 from PIL import Image
 
-from reca_nb.images import as_image_batch
-from reca_nb.shapes import ShapeWorld, render
+from reca_nb.world.images import as_image_batch
+from reca_nb.world.shapes import ShapeWorld, render
 
 
 def _check(x, B, H, W=None):

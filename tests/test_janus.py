@@ -4,8 +4,8 @@ import math
 import pytest
 import torch
 
-from reca_nb.janus import VQ_FILE, JanusMini, JanusMiniConfig
-from reca_nb.shapes import ShapeWorld
+from reca_nb.models.janus import VQ_FILE, JanusMini, JanusMiniConfig
+from reca_nb.world.shapes import ShapeWorld
 
 
 def tiny(**kw):

@@ -13,8 +13,8 @@ from torch import nn
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from reca_nb.openuni import OpenUniMini, OpenUniMiniConfig  # noqa: E402
-from reca_nb.shapes import ShapeWorld  # noqa: E402
+from reca_nb.models.openuni import OpenUniMini, OpenUniMiniConfig  # noqa: E402
+from reca_nb.world.shapes import ShapeWorld  # noqa: E402
 
 
 class StandInCLIP(nn.Module):
@@ -248,8 +248,8 @@ def test_real_loaders(batch):
     """With the shared frozen CLIP and autoencoder (skipped until they are available)."""
     img, und, prompts, caps = batch
     try:
-        from reca_nb.autoencoder import load_ae
-        from reca_nb.clip import load_clip
+        from reca_nb.encoders.autoencoder import load_ae
+        from reca_nb.encoders.clip import load_clip
 
         clip, ae = load_clip(), load_ae()
     except (ImportError, FileNotFoundError) as e:
@@ -360,13 +360,13 @@ def test_untied_lm_head_keeps_prompt_only_words_apart():
 
 
 def test_pretrain_runs_sana_then_bridge(tmp_path):
-    """`python -m reca_nb.pretrain --arch=openuni`: stage "sana" trains the DiT (own text encoder) and the VLM
+    """`python -m reca_nb.build.pretrain --arch=openuni`: stage "sana" trains the DiT (own text encoder) and the VLM
     (I2T); stage "bridge" trains only the meta-queries and connector, DiT and VLM untouched."""
     import json
 
     from safetensors.torch import load_file
 
-    from reca_nb import pretrain
+    from reca_nb.build import pretrain
 
     tiny_flags = [f"--model.{k}={v}" for k, v in TINY.items() if k != "clip_width"]
     entry = pretrain.main(["--arch=openuni", "--steps=2", "--batch=4", "--n_images=32", "--n_t2i_pairs=8",

@@ -181,7 +181,7 @@ def test_make_lab_binds_localhost_without_browser():
 def test_make_targets_call_modules_that_exist():
     text = (REPO_ROOT / "Makefile").read_text()
     modules = set(re.findall(r"-m (reca_nb\.\w+)", text))
-    assert {"reca_nb.fit_tokenizers", "reca_nb.fit_clip", "reca_nb.fit_scorer", "reca_nb.pretrain"} <= modules
+    assert {"reca_nb.build.fit_tokenizers", "reca_nb.build.fit_clip", "reca_nb.build.fit_scorer", "reca_nb.build.pretrain"} <= modules
     missing = [m for m in sorted(modules) if not (REPO_ROOT / (m.replace(".", "/") + ".py")).exists()]
     missing += [s for s in re.findall(r"\$\(PY\) ((?:tools|benchmarks)/\S+\.py)", text)
                 if not (REPO_ROOT / s).exists()]
@@ -189,7 +189,7 @@ def test_make_targets_call_modules_that_exist():
 
 
 def test_make_data_covers_every_arch():
-    archs = pytest.importorskip("reca_nb.archs").ARCHS
+    archs = pytest.importorskip("reca_nb.models.registry").ARCHS
     line = next(l for l in (REPO_ROOT / "Makefile").read_text().splitlines() if l.startswith("ARCHS ?="))
     assert set(line.split("=", 1)[1].split()) == set(archs)
 

@@ -7,7 +7,7 @@ import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from reca_nb import plotting  # noqa: E402
-from reca_nb.shapes import CATEGORIES  # noqa: E402
+from reca_nb.world.shapes import CATEGORIES  # noqa: E402
 
 
 def _history(n=10, reca=True, ratio=True):

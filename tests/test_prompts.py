@@ -4,8 +4,9 @@ import re
 
 import pytest
 
-from reca_nb import prompts, shapes
-from reca_nb.text import split_words, tokenizer
+from reca_nb.world import prompts
+from reca_nb.world import shapes
+from reca_nb.world.text import split_words, tokenizer
 
 
 def test_file_has_at_least_360_unique_templates():

@@ -9,7 +9,8 @@ from dataclasses import replace
 import pytest
 import torch
 
-from reca_nb import archs, real_janus
+from reca_nb.models import registry
+from reca_nb.models.real import janus_pro
 from reca_nb.recipe import preset
 from reca_nb.train import train
 
@@ -50,13 +51,13 @@ def _train_sample_caption(model, recipe):
 @pytest.mark.parametrize("arch", ["showo-vq", "showo-clip", "janus"])
 def test_mini_train_sample_caption_is_warning_free(arch):
     torch.manual_seed(0)
-    model = archs.build(arch)
+    model = registry.build(arch)
     with quiet():
         _train_sample_caption(model, replace(preset(arch, "ci"), steps=2, warmup=1, device="cpu"))
 
 
 def test_tiny_janus_pro_train_sample_caption_is_warning_free():
-    model = real_janus.load(tiny=True)
-    recipe = real_janus.recipe(steps=2, warmup=1, batch=2, n_images=8, device="cpu")
+    model = janus_pro.load(tiny=True)
+    recipe = janus_pro.recipe(steps=2, warmup=1, batch=2, n_images=8, device="cpu")
     with quiet():
         _train_sample_caption(model, recipe)

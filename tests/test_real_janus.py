@@ -1,4 +1,4 @@
-"""reca_nb.real_janus on a tiny random Janus-Pro of the real transformers classes (offline): the UMM interface,
+"""reca_nb.models.real.janus_pro on a tiny random Janus-Pro of the real transformers classes (offline): the UMM interface,
 RecA + LoRA through train() on an image folder, a tiny overfit, adapters and weights saved and reloaded, the
 save_pretrained / from_pretrained path that real checkpoints take, the memory estimate and the CLI."""
 import warnings
@@ -8,9 +8,9 @@ import pytest
 import torch
 from PIL import Image
 
-from reca_nb import real_janus
+from reca_nb.models.real import janus_pro
 from reca_nb.adapters import load_adapters, read_meta
-from reca_nb.folder import ImageFolder
+from reca_nb.world.folder import ImageFolder
 from reca_nb.memory import estimate_memory, format_memory, transformer_activations
 from reca_nb.train import apply_freeze, train
 
@@ -20,7 +20,7 @@ pytestmark = pytest.mark.usefixtures("own_home_one_thread")
 
 @pytest.fixture(scope="module")
 def tiny():
-    return real_janus.load(tiny=True)
+    return janus_pro.load(tiny=True)
 
 
 @pytest.fixture
@@ -43,7 +43,7 @@ def test_tiny_model_speaks_the_umm_interface(tiny):
     # the RecA prompt is Janus-Pro's chat turn with the image slots expanded, ending in <begin_of_image>
     ids, mask = m._gen_prefix(["Describe the image."], with_image=True)
     text = m.tok.decode(ids[0])
-    assert text.startswith(real_janus.BOS + "<|User|>: <begin_of_image>") and text.endswith(
+    assert text.startswith(janus_pro.BOS + "<|User|>: <begin_of_image>") and text.endswith(
         "Describe the image.\n\n<|Assistant|>:<begin_of_image>")
     assert (ids == m.img_id).sum() == m.n_und
     for loss in (m.reca_loss(x, ["Describe.", "What is here?"], x), m.i2t_loss(x, ["a cat", "two dogs"]),
@@ -78,9 +78,9 @@ def test_unconditional_rows_keep_only_bos_and_final_boi(tiny):
 def test_reca_lora_overfit_saves_adapters_that_reload(photos, tmp_path):
     """2 images, 60 LoRA steps: the RecA CE must fall from ln(64) ~ 4.2 to near 0 (measured 0.04-0.07);
     broken learning stays above 2. Then the adapters file alone rebuilds the trained model."""
-    model = real_janus.load(tiny=True, cfg_dropout=0.0)
+    model = janus_pro.load(tiny=True, cfg_dropout=0.0)
     base = {k: v.clone() for k, v in model.state_dict().items()}
-    rec = real_janus.recipe(steps=60, batch=4, i2t_ratio=0.5, lr=1e-2, warmup=3, schedule="constant",
+    rec = janus_pro.recipe(steps=60, batch=4, i2t_ratio=0.5, lr=1e-2, warmup=3, schedule="constant",
                             prompts="single", lora_r=8, device="cpu")
     out = tmp_path / "run"
     history = train(model, rec, out_dir=out, data=ImageFolder(photos).batches, progress=False)
@@ -98,16 +98,16 @@ def test_reca_lora_overfit_saves_adapters_that_reload(photos, tmp_path):
     meta = read_meta(out / "adapters.safetensors")
     assert meta["r"] == 8 and meta["arch"] == "janus-pro" and meta["full"] == sorted(model.lora_full())
     assert meta["n_params"] < 0.5 * sum(v.numel() for v in base.values())
-    fresh = real_janus.load(tiny=True, cfg_dropout=0.0)
+    fresh = janus_pro.load(tiny=True, cfg_dropout=0.0)
     assert all(torch.equal(v, base[k]) for k, v in fresh.state_dict().items())  # same seed, same base
     load_adapters(fresh, out / "adapters.safetensors")
     for k, v in fresh.state_dict().items():
         torch.testing.assert_close(v, after[k], rtol=1e-5, atol=1e-6)
     # full weights as safetensors, reloaded through UMM.load
-    again = real_janus.JanusPro.load(out / "model.safetensors")
+    again = janus_pro.JanusPro.load(out / "model.safetensors")
     assert all(torch.equal(v, after[k]) for k, v in again.state_dict().items())
     with pytest.raises(ValueError, match="not 'janus'"):
-        from reca_nb.janus import JanusMini, JanusMiniConfig
+        from reca_nb.models.janus import JanusMini, JanusMiniConfig
 
         load_adapters(JanusMini(JanusMiniConfig(load_vq=False)), out / "adapters.safetensors")
 
@@ -117,7 +117,7 @@ def test_save_pretrained_folder_loads_like_a_hub_checkpoint(tiny, tmp_path):
     save_pretrained folder takes exactly that path offline."""
     tiny.hf.save_pretrained(tmp_path / "ckpt")
     tiny.processor.save_pretrained(tmp_path / "ckpt")
-    m = real_janus.load(tmp_path / "ckpt", gradient_checkpointing=True)
+    m = janus_pro.load(tmp_path / "ckpt", gradient_checkpointing=True)
     assert m.config.model_id == tmp_path / "ckpt" or str(m.config.model_id) == str(tmp_path / "ckpt")
     assert (m.image_size, m.n_und, m.processor.num_image_tokens) == (32, 16, 16)
     x = torch.rand(2, 3, 32, 32)
@@ -131,8 +131,8 @@ def test_save_pretrained_folder_loads_like_a_hub_checkpoint(tiny, tmp_path):
 
 def test_memory_estimate_counts_what_apply_freeze_trains():
     for freeze in ("lora", "none", "understanding"):
-        model = real_janus.load(tiny=True)
-        rec = real_janus.recipe(freeze=freeze, lora_r=4)
+        model = janus_pro.load(tiny=True)
+        rec = janus_pro.recipe(freeze=freeze, lora_r=4)
         est = estimate_memory(model, rec)
         lora = apply_freeze(model, rec)
         trained = sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -20,7 +20,7 @@ def _billions(*modules) -> float:
 def test_real_size_configs_have_the_published_sizes():
     from transformers import JanusForConditionalGeneration
 
-    from reca_nb import real_openuni
+    from reca_nb.models.real import openuni as real_openuni
 
     with torch.device("meta"):  # shapes only: no memory, no time
         janus = JanusForConditionalGeneration(real_memory.janus_pro_1b_config(image_token_id=3))

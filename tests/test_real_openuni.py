@@ -9,9 +9,9 @@ import torch.nn.functional as F
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from reca_nb.adapters import load_adapters  # noqa: E402
-from reca_nb.real_openuni import OpenUniReal, load  # noqa: E402
+from reca_nb.models.real.openuni import OpenUniReal, load  # noqa: E402
 from reca_nb.recipe import preset  # noqa: E402
-from reca_nb.shapes import ShapeWorld  # noqa: E402
+from reca_nb.world.shapes import ShapeWorld  # noqa: E402
 from reca_nb.train import lora_targets, train  # noqa: E402
 
 

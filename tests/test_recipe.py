@@ -4,10 +4,10 @@ from dataclasses import fields
 import pytest
 import torch
 
-from reca_nb import archs
+from reca_nb.models import registry
 from reca_nb.recipe import (DECOUPLED, PRESETS, REAL_UND_RES, SHARED, Recipe, gaussian_blur, mini_und_res,
                             preset)
-from reca_nb.shapes import ShapeWorld
+from reca_nb.world.shapes import ShapeWorld
 
 
 def _images(n=4, size=32):
@@ -15,7 +15,7 @@ def _images(n=4, size=32):
 
 
 def test_registry_covers_every_arch():
-    assert set(REAL_UND_RES) == set(SHARED) | set(DECOUPLED) == set(archs.ARCHS)
+    assert set(REAL_UND_RES) == set(SHARED) | set(DECOUPLED) == set(registry.ARCHS)
 
 
 @pytest.mark.parametrize("arch,expect", [("bagel", 16), ("showo-vq", 16), ("showo-clip", 20), ("janus", 32),
@@ -26,7 +26,7 @@ def test_mini_und_res_scales_the_paper_ratio(arch, expect):
         64 * REAL_UND_RES[arch][0] / REAL_UND_RES[arch][1], abs=2)
 
 
-@pytest.mark.parametrize("arch", sorted(archs.ARCHS))
+@pytest.mark.parametrize("arch", sorted(registry.ARCHS))
 def test_reca_preset_follows_the_four_practices(arch):
     r = preset(arch, "reca")
     assert r.lambda_reca == 1.0 and r.lambda_t2i == 0.0 and r.stage == "reca"
@@ -41,7 +41,7 @@ def test_reca_preset_follows_the_four_practices(arch):
     assert r.schedule == ("constant" if arch == "bagel" else "cosine")
 
 
-@pytest.mark.parametrize("arch", sorted(archs.ARCHS))
+@pytest.mark.parametrize("arch", sorted(registry.ARCHS))
 def test_pretrain_and_control_presets(arch):
     p = preset(arch, "pretrain")
     assert (p.lambda_reca, p.lambda_t2i, p.lambda_i2t) == (0.0, 1.0, 1.0) and p.active_terms == ("i2t", "t2i")

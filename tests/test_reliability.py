@@ -15,7 +15,8 @@ from dataclasses import replace
 import pytest
 import torch
 
-from reca_nb import archs, geneval
+from reca_nb.models import registry
+from reca_nb.evaluation import geneval
 from reca_nb.paths import REPO_ROOT
 from reca_nb.recipe import preset
 from reca_nb.train import CheckpointError, load_checkpoint, train
@@ -52,7 +53,7 @@ def losses(history):
 def _run(arch, seed, steps=6, evaluate=True):
     """Fresh model + CI-preset RecA run (+ GenEval-mini T2I and I2T at the end), all from `seed`."""
     torch.manual_seed(seed)
-    model = archs.build(arch)
+    model = registry.build(arch)
     r = ci(arch, seed=seed, steps=steps, eval_every=steps if evaluate else 0, eval_n=6)
     h = train(model, r, progress=False)
     return losses(h), [row["eval"] for row in h if "eval" in row], model.state_dict()
@@ -119,10 +120,10 @@ def test_cli_image_folder_that_is_a_file_is_one_clear_line(tmp_path):
 
 # ----------------------------------------------------------------------------- unknown words
 
-@pytest.mark.parametrize("arch", list(archs.ARCHS))
+@pytest.mark.parametrize("arch", list(registry.ARCHS))
 def test_unknown_words_in_captions_and_prompts_raise_clearly(arch):
     torch.manual_seed(0)
-    model = archs.build(arch)
+    model = registry.build(arch)
     x = torch.rand(2, 3, model.image_size, model.image_size)
     und = torch.rand(2, 3, model.und_size, model.und_size)
     bad = "a zyzzyva circle"
@@ -191,14 +192,14 @@ def test_model_checkpoint_from_another_architecture(tmp_path):
     path = tmp_path / "toy.safetensors"
     toy().save(path)
     with pytest.raises(ValueError, match="holds a 'toy' model"):
-        archs.get_class("janus").load(path)
+        registry.get_class("janus").load(path)
     torch.manual_seed(0)
     clip_path = tmp_path / "showo-clip.safetensors"
-    archs.build("showo-clip").save(clip_path)
+    registry.build("showo-clip").save(clip_path)
     # one class, two registry names: asking for showo-vq must not hand back the CLIP variant
     with pytest.raises(ValueError, match="showo-clip.*showo-vq|showo-vq.*showo-clip"):
-        archs.load_base("showo-vq", clip_path)
-    assert archs.load_base("showo-clip", clip_path).arch == "showo-clip"
+        registry.load_base("showo-vq", clip_path)
+    assert registry.load_base("showo-clip", clip_path).arch == "showo-clip"
 
 
 def test_training_checkpoint_from_another_model_is_a_clear_error(tmp_path):
@@ -206,7 +207,7 @@ def test_training_checkpoint_from_another_model_is_a_clear_error(tmp_path):
     ckpt = tmp_path / "ckpt-000002.safetensors"
     torch.manual_seed(0)
     with pytest.raises(ValueError, match=r"'arch': \('toy', 'bagel'\)"):  # another arch (named in its recipe)
-        train(archs.build("bagel"), ci("bagel", steps=4), resume=ckpt, progress=False)
+        train(registry.build("bagel"), ci("bagel", steps=4), resume=ckpt, progress=False)
     # same recipe, differently shaped model: named, not a load_state_dict wall of size mismatches
     with pytest.raises(CheckpointError, match=r"'toy' model .*'d': \(32, 16\)") as err:
         train(toy(d=16), ci(steps=4, save_every=2), out_dir=tmp_path, resume="latest", progress=False)
@@ -245,9 +246,9 @@ def test_checkpoints_are_safetensors_and_load_without_pickle(tmp_path, monkeypat
     assert load_checkpoint(out / "ckpt-000004.safetensors")["step"] == 4
     assert ToyUMM.load(out / "model.safetensors").config.d == 32
     assert geneval._from_file(geneval.SCORER_FILE) is not None  # the shipped scorer
-    shipped = sorted(archs.CHECKPOINT_DIR.glob("*.safetensors"))
+    shipped = sorted(registry.CHECKPOINT_DIR.glob("*.safetensors"))
     assert shipped and all(_is_safetensors(p) for p in shipped)
-    assert archs.load_base(shipped[0].stem).arch == shipped[0].stem  # a shipped base checkpoint
+    assert registry.load_base(shipped[0].stem).arch == shipped[0].stem  # a shipped base checkpoint
 
 
 # ----------------------------------------------------------------------------- no network
@@ -267,10 +268,10 @@ def test_core_runs_with_sockets_blocked(tmp_path, monkeypatch):
         socket.create_connection(("huggingface.co", 443), timeout=1)
     attempts.clear()
     torch.manual_seed(0)
-    model = archs.build("openuni")  # transformers Qwen2 + CLIP, diffusers Sana DiT + AutoencoderKL
+    model = registry.build("openuni")  # transformers Qwen2 + CLIP, diffusers Sana DiT + AutoencoderKL
     h = train(model, ci("openuni", steps=3, save_every=3), out_dir=tmp_path, progress=False)
     t2i = geneval.evaluate_t2i(model, n_per_category=1, progress=False)
     i2t = geneval.evaluate_i2t(model, n=4, progress=False)
-    back = archs.get_class("openuni").load(tmp_path / "model.safetensors")
+    back = registry.get_class("openuni").load(tmp_path / "model.safetensors")
     assert len(losses(h)) == 3 and 0 <= t2i["overall"] <= 1 and i2t["n"] == 4 and back.arch == "openuni"
     assert attempts == []

@@ -13,7 +13,7 @@ import pytest
 from reca_nb import reproduce as rp
 from reca_nb.paths import REPO_ROOT
 from reca_nb.recipe import preset
-from reca_nb.shapes import CATEGORIES
+from reca_nb.world.shapes import CATEGORIES
 
 # ----------------------------------------------------------------------------- verdict
 
@@ -110,7 +110,7 @@ def test_plan_skips_archs_without_a_base(monkeypatch):
     cfg = rp.ReproduceConfig(only="claim3", archs="showo-vq,harmon", seeds=2)
     jobs, skipped = rp.plan(cfg)
     assert {j.arch for j in jobs} == {"showo-vq"} and len(jobs) == 3 * 2
-    assert "python -m reca_nb.pretrain --arch=harmon" in skipped["harmon"]
+    assert "python -m reca_nb.build.pretrain --arch=harmon" in skipped["harmon"]
     rows = rp.claim_rows({}, cfg, skipped)
     assert [(r["arch"], r["verdict"]) for r in rows] == [("showo-vq", "inconclusive"), ("harmon", "skipped")]
 
@@ -152,7 +152,7 @@ def test_fingerprint_tracks_the_scorer(all_bases, monkeypatch, tmp_path):
     base = rp.fingerprint(job, rp.ReproduceConfig())
     other = tmp_path / "scorer.safetensors"
     other.write_bytes(b"another detector")
-    monkeypatch.setattr("reca_nb.geneval.SCORER_FILE", other)
+    monkeypatch.setattr("reca_nb.evaluation.geneval.SCORER_FILE", other)
     assert rp.fingerprint(job, rp.ReproduceConfig()) != base
 
 

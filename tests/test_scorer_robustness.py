@@ -1,6 +1,6 @@
 """GenEval-mini detector robustness: four ways a miniature generator's images differ from clean renders.
 
-Each test builds images with reca_nb.shapes on held-out seeds (9xx_xxx; fit_scorer trains on >= 7_000_000 and
+Each test builds images with reca_nb.world.shapes on held-out seeds (9xx_xxx; fit_scorer trains on >= 7_000_000 and
 the eval prompts use 10_000 / 20_000), fixes the right label from how the image was made, and asserts the
 fraction of images the shipped detector reads exactly right. The right labels, decided before any score:
   * a palette-coloured fragment much smaller than any rendered shape is not an object: its cell is empty;
@@ -18,7 +18,8 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from reca_nb import geneval, shapes
+from reca_nb.evaluation import geneval
+from reca_nb.world import shapes
 
 N = 120  # images per test: a pass rate of 0.9 is then measured to about +-0.03
 
@@ -145,7 +146,7 @@ def test_uniform_palette_colour_is_no_object():
 # ----------------------------------------------------------------------------- the training data behind it
 
 def test_training_specks_stay_small_and_in_empty_cells():
-    from reca_nb.fit_scorer import add_fragments
+    from reca_nb.build.fit_scorer import add_fragments
 
     g = torch.Generator().manual_seed(930_010)
     y = torch.randint(0, geneval.N_CLASSES, (64, 4), generator=g) * (torch.rand(64, 4, generator=g) < 0.5)

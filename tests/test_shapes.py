@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from reca_nb import shapes
-from reca_nb.shapes import CATEGORIES, Obj, ShapeWorld, Spec
+from reca_nb.world import shapes
+from reca_nb.world.shapes import CATEGORIES, Obj, ShapeWorld, Spec
 
 
 def test_dataset_is_deterministic_and_seed_dependent():

@@ -1,4 +1,4 @@
-"""Tests for reca_nb.showo: the Show-o miniature (omni-attention, MaskGIT generation, AR captioning)."""
+"""Tests for reca_nb.models.showo: the Show-o miniature (omni-attention, MaskGIT generation, AR captioning)."""
 import math
 import os
 
@@ -8,9 +8,9 @@ import torch.nn.functional as F
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from reca_nb.shapes import ShapeWorld  # noqa: E402
-from reca_nb.showo import ShowO, ShowOConfig  # noqa: E402
-from reca_nb.text import tokenizer  # noqa: E402
+from reca_nb.world.shapes import ShapeWorld  # noqa: E402
+from reca_nb.models.showo import ShowO, ShowOConfig  # noqa: E402
+from reca_nb.world.text import tokenizer  # noqa: E402
 
 TINY = dict(d_model=32, n_layers=2, n_heads=2, d_ff=64)
 
@@ -19,7 +19,7 @@ TINY = dict(d_model=32, n_layers=2, n_heads=2, d_ff=64)
 def clip_encoder(monkeypatch):
     """The shipped ShapeCLIP if its weights exist, else a random-init stand-in of the same class (the ShowO
     code path is the same; only the features are meaningless)."""
-    clip = pytest.importorskip("reca_nb.clip", reason="reca_nb.clip not written yet")
+    clip = pytest.importorskip("reca_nb.encoders.clip", reason="reca_nb.encoders.clip not written yet")
     try:
         return clip.load_clip()
     except FileNotFoundError:

@@ -1,8 +1,8 @@
 """The shared word tokenizer: round trips, padding, clear errors on unknown words."""
 import pytest
 
-from reca_nb import shapes
-from reca_nb.text import SPECIALS, split_words, tokenizer
+from reca_nb.world import shapes
+from reca_nb.world.text import SPECIALS, split_words, tokenizer
 
 
 def test_every_shape_world_text_round_trips():

@@ -1,4 +1,4 @@
-"""PatchVQ (reca_nb.vq) and LatentAE (reca_nb.autoencoder): shapes, determinism, quality, errors, loading."""
+"""PatchVQ (reca_nb.encoders.vq) and LatentAE (reca_nb.encoders.autoencoder): shapes, determinism, quality, errors, loading."""
 import os
 import subprocess
 import sys
@@ -6,10 +6,10 @@ import sys
 import pytest
 import torch
 
-from reca_nb.autoencoder import AE_FILE, AEConfig, LatentAE, load_ae
-from reca_nb.fit_tokenizers import heldout_images
+from reca_nb.encoders.autoencoder import AE_FILE, AEConfig, LatentAE, load_ae
+from reca_nb.build.fit_tokenizers import heldout_images
 from reca_nb.paths import REPO_ROOT
-from reca_nb.vq import VQ_FILE, PatchVQ, from_patches, kmeans, load_vq, to_patches
+from reca_nb.encoders.vq import VQ_FILE, PatchVQ, from_patches, kmeans, load_vq, to_patches
 
 SIZES = (16, 32, 64)
 # held-out quality bars (pixel MSE on [0,1] images); the shipped files measure well below them
@@ -26,7 +26,7 @@ def heldout():
 # ----------------------------------------------------------------------------- PatchVQ
 
 def test_vq_shipped_file_and_cache():
-    assert VQ_FILE.exists(), "run `python -m reca_nb.fit_tokenizers --only=vq`"
+    assert VQ_FILE.exists(), "run `python -m reca_nb.build.fit_tokenizers --only=vq`"
     vq = load_vq()
     assert load_vq() is vq
     assert vq.codebook_size == 256 and vq.patch == 4
@@ -138,7 +138,7 @@ def test_vq_save_load_round_trip(tmp_path):
 
 def test_ae_shipped_file_and_cache():
     assert AE_FILE.exists() and AE_FILE.with_suffix(".json").exists(), \
-        "run `python -m reca_nb.fit_tokenizers --only=ae`"
+        "run `python -m reca_nb.build.fit_tokenizers --only=ae`"
     ae = load_ae()
     assert load_ae() is ae
     assert ae.latent_channels == 4 and ae.factor == 4
@@ -200,7 +200,7 @@ def test_ae_save_load_round_trip(tmp_path):
 
 @pytest.mark.slow
 def test_shipped_files_load_offline_in_fresh_process():
-    code = ("import torch; from reca_nb.vq import load_vq; from reca_nb.autoencoder import load_ae\n"
+    code = ("import torch; from reca_nb.encoders.vq import load_vq; from reca_nb.encoders.autoencoder import load_ae\n"
             "x = torch.rand(1, 3, 32, 32)\n"
             "print(tuple(load_vq().encode(x).shape), tuple(load_ae().encode(x).shape))")
     env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(REPO_ROOT))

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from reca_nb.collapse import CollapseMonitor
-from reca_nb.prompts import SINGLE_PROMPT, load_templates
+from reca_nb.world.prompts import SINGLE_PROMPT, load_templates
 from reca_nb.recipe import Recipe
 from reca_nb.train import (CheckpointError, TrainingInterrupted, apply_freeze, build_optimizer, load_checkpoint,
                            lr_factor, train)
@@ -133,7 +133,7 @@ def test_i2t_ratio_sets_the_i2t_batch(ratio, expect):
 
 
 def test_t2i_draws_from_the_small_captioned_pool():
-    from reca_nb.data import t2i_pool
+    from reca_nb.world.data import t2i_pool
 
     m = toy(Spy)
     train(m, rec(steps=3, lambda_reca=0, lambda_i2t=0, lambda_t2i=1, n_t2i_pairs=5), progress=False)
@@ -163,7 +163,7 @@ def test_schedule_values():
 # ----------------------------------------------------------------------------- data
 
 def test_pools_and_batches_are_deterministic(tmp_path):
-    from reca_nb import data
+    from reca_nb.world import data
 
     pool = data.image_pool(40, data_seed=5, size=32, disk=True)
     assert pool.images.dtype == torch.uint8 and pool.images.shape == (40, 3, 32, 32) and len(pool.texts) == 40

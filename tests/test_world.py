@@ -8,10 +8,13 @@ import pytest
 import torch
 from torch import nn
 
-from reca_nb import data, geneval, shapes, text
+from reca_nb.world import data
+from reca_nb.evaluation import geneval
+from reca_nb.world import shapes
+from reca_nb.world import text
 from reca_nb.paths import REPO_ROOT
 from reca_nb.recipe import WORLD_FIELDS, Recipe, preset
-from reca_nb.shapes import NUMBERS, PLURAL, RELATIONS, ShapeWorld
+from reca_nb.world.shapes import NUMBERS, PLURAL, RELATIONS, ShapeWorld
 
 SEED = 970_000  # held out from the pools (>= 1_000_000) and the eval seeds
 
@@ -242,10 +245,11 @@ def test_evaluate_recon_scores_reconstructions_of_the_eval_scenes():
 
 
 def test_premise_cli_measures_a_base(tmp_path):
-    from reca_nb import archs, premise
+    from reca_nb.models import registry
+    from reca_nb.reproduce import premise
 
     torch.manual_seed(0)
-    archs.build("bagel").save(tmp_path / "bagel.safetensors")
+    registry.build("bagel").save(tmp_path / "bagel.safetensors")
     out = tmp_path / "gate.json"
     r = premise.main(["--arch=bagel", f"--ckpt={tmp_path / 'bagel.safetensors'}", "--eval_per_category=1",
                       "--i2t_n=2", "--gap_n=8", "--gap_draws=1", f"--out={out}"])
@@ -257,7 +261,7 @@ def test_premise_cli_measures_a_base(tmp_path):
 
 
 def test_premise_arms_differ_only_in_their_loss_terms():
-    from reca_nb.premise import PremiseConfig, arm_recipe
+    from reca_nb.reproduce.premise import PremiseConfig, arm_recipe
     from reca_nb.reproduce import ReproduceConfig, reca_recipe
 
     cfg = PremiseConfig(arch="bagel", seed=2, i2t_fact_p=0.5, t2i_sparse_p=0.8)
@@ -275,10 +279,11 @@ def test_premise_arms_differ_only_in_their_loss_terms():
 
 
 def test_premise_trajectory_starts_at_the_base(tmp_path):
-    from reca_nb import archs, premise
+    from reca_nb.models import registry
+    from reca_nb.reproduce import premise
 
     torch.manual_seed(0)
-    archs.build("bagel").save(tmp_path / "bagel.safetensors")
+    registry.build("bagel").save(tmp_path / "bagel.safetensors")
     r = premise.main(["--arch=bagel", f"--ckpt={tmp_path / 'bagel.safetensors'}", "--arm=reca", "--steps=4",
                       "--track_every=2", "--eval_per_category=1", "--i2t_n=2", "--gap_n=8", "--gap_draws=1"])
     assert [t["step"] for t in r["trajectory"]] == [0, 2, 4]
@@ -298,7 +303,7 @@ def _write_runs(root, arm_values: dict):
 @pytest.mark.parametrize("reca, expected", [((0.60, 0.62, 0.61), "reproduced"),
                                             ((0.30, 0.31, 0.29), "not reproduced")])
 def test_premise_verdict_applies_claim_1s_rule_both_ways(tmp_path, reca, expected):
-    from reca_nb import premise
+    from reca_nb.reproduce import premise
 
     _write_runs(tmp_path, {"base": (0.45, 0.46, 0.44), "t2i": (0.47, 0.45, 0.46), "reca": reca})
     rows = premise.verdict_table(tmp_path / "x")
@@ -314,12 +319,12 @@ def test_premise_verdict_cli_on_the_recorded_runs_and_missing_files(tmp_path):
     import subprocess
     import sys
 
-    r = subprocess.run([sys.executable, "-m", "reca_nb.premise", "--verdict=results/premise_runs/b"],
+    r = subprocess.run([sys.executable, "-m", "reca_nb.reproduce.premise", "--verdict=results/premise_runs/b"],
                        capture_output=True, text=True, cwd=REPO_ROOT, timeout=120)
     assert r.returncode == 0, r.stderr
     overall = [line for line in r.stdout.splitlines() if line.startswith("| overall |")]
     assert len(overall) == 2 and all(line.endswith("| 3+3 | not reproduced |") for line in overall)
-    r = subprocess.run([sys.executable, "-m", "reca_nb.premise", f"--verdict={tmp_path / 'none'}"],
+    r = subprocess.run([sys.executable, "-m", "reca_nb.reproduce.premise", f"--verdict={tmp_path / 'none'}"],
                        capture_output=True, text=True, cwd=REPO_ROOT, timeout=120)
     assert r.returncode != 0 and r.stderr.strip().startswith("error: no finished runs")
     assert len(r.stderr.strip().splitlines()) == 1

@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from reca_nb.text import tokenizer
-from reca_nb.umm import UMM
+from reca_nb.world.text import tokenizer
+from reca_nb.models.umm import UMM
 
 P = 4  # patch size (pixels)
 

@@ -5,7 +5,7 @@ README quotes. Run from the repository root with the project's Python, one threa
 
     # stage 0 ("SANA pretraining"): the DiT reads the prompt through its OWN word table, VLM and meta-queries
     # bypassed; --connector=True routes that table through the model's connector first. Other flags go to
-    # `python -m reca_nb.pretrain` (e.g. --lambda_i2t=0 for T2I only).
+    # `python -m reca_nb.build.pretrain` (e.g. --lambda_i2t=0 for T2I only).
     python tools/openuni_bridge.py words --dest=/tmp/ou_words --threads=1 --progress=False
     # ... with --source=llm-table (the VLM LLM's embedding table) or --source=table-llm (the word table read
     # through the VLM's trainable Qwen2 layers): the links between the word route and the VLM route
@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import reca_nb.openuni as ou
+import reca_nb.models.openuni as ou
 from reca_nb.config import parse_overrides
 
 INIT_PREFIXES = ("dit.", "llm.", "projector.")  # what stage 1 takes from stage 0
@@ -95,7 +95,7 @@ def load_stage0(model, path):
 
 def bridge_flow(init_path: str, argv: list):
     """Flow loss only, reca_nb's pretrain loop, the DiT in the frozen group."""
-    from reca_nb import pretrain
+    from reca_nb.build import pretrain
 
     init, groups = ou.OpenUniMini.__init__, ou.OpenUniMini.parameter_groups
 
@@ -117,8 +117,8 @@ def bridge_flow(init_path: str, argv: list):
 def bridge_distill(init_path: str, steps: int, distill: float, flow: float, prompt_only: bool, model_kw: dict,
                    lr: float = 1e-3, batch: int = 32, out: str | None = None, eval_: bool = True):
     """queries + connector trained onto the frozen DiT: distill * ||v(bridge) - v(words)||^2 + flow * flow."""
-    from reca_nb.data import Batches
-    from reca_nb.pretrain import evaluate
+    from reca_nb.world.data import Batches
+    from reca_nb.build.pretrain import evaluate
 
     torch.manual_seed(0)
     m = ou.OpenUniMini(ou.OpenUniMiniConfig(**model_kw))
@@ -177,7 +177,7 @@ def probe(init_path: str, n_train: int = 1000, n_test: int = 200):
     (2) words + adjacent word pairs (multi-hot) from the concatenated meta-query outputs (connector input)."""
     from safetensors.torch import load_file
 
-    from reca_nb.data import t2i_pool
+    from reca_nb.world.data import t2i_pool
 
     sd = load_file(init_path)
     sd.pop("emb_direct.weight", None)  # a stage-0 checkpoint: its word table is not the VLM's
@@ -224,7 +224,7 @@ def main(argv):
         args.pop("threads")
     if mode == "words":
         patch_words(bool(args.pop("connector", False)), str(args.pop("source", "table")))
-        from reca_nb import pretrain
+        from reca_nb.build import pretrain
 
         return pretrain.main(["--arch=openuni"] + [f"--{k}={v}" for k, v in args.items()])
     init = args.pop("init")

@@ -1,0 +1,3 @@
+from reca_nb.reproduce import main
+
+main()
