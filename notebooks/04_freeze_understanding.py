@@ -98,8 +98,6 @@ for arch in ARCHS:
     models[(arch, "base")] = base
     for freeze in ("understanding", "none"):
         model = registry.load_base(arch)
-        if arch == "openuni" and freeze == "none":  # OpenUni's VLM is frozen by construction (freeze_lmm):
-            model.config.vlm_gen_grad = True  # "unfrozen" means letting the generation loss reach its weights
         recipe = replace(preset(arch, "reca"), freeze=freeze, steps=STEPS, batch=BATCH, lr=LR, warmup=5,
                          log_every=10, save_every=0)
         hist = train(model, recipe)

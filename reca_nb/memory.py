@@ -60,7 +60,7 @@ def estimate_memory(model, recipe) -> dict:
         train_p = [p for n, p in params.items() if n not in frozen]
         trainable_n = sum(p.numel() for p in train_p)
         trainable_b = sum(p.numel() * p.element_size() for p in train_p)
-    act = model.activation_bytes(recipe) if hasattr(model, "activation_bytes") else None
+    act = model.activation_bytes(recipe)
     est = {"params": sum(p.numel() for p in params.values()), "trainable_params": trainable_n,
            "weights": weights, "grads": trainable_b, "adam": 2 * trainable_b, "activations": act}
     known = weights + 3 * trainable_b + (act or 0)

@@ -111,9 +111,8 @@ def lora_targets(model) -> list:
 
 
 def lora_full(model) -> set:
-    """Parameters trained in full next to the LoRA adapters: the optional UMM hook `lora_full()` (e.g. the
-    Janus-Pro generation head), else none."""
-    return set(model.lora_full()) if hasattr(model, "lora_full") else set()
+    """Parameters trained in full next to the LoRA adapters (the UMM's `lora_full()`, e.g. a generation head)."""
+    return set(model.lora_full())
 
 
 def apply_freeze(model, recipe: Recipe):
@@ -123,7 +122,6 @@ def apply_freeze(model, recipe: Recipe):
     (peft) on the Linear layers of the shared and generation groups, plus the model's `lora_full()` parameters
     in full."""
     model.check_groups()
-    groups = model.parameter_groups()
     if recipe.freeze == "lora":
         import re
 
@@ -132,6 +130,7 @@ def apply_freeze(model, recipe: Recipe):
         from peft.tuners.tuners_utils import cast_adapter_dtype
 
         targets = lora_targets(model)
+        model.freeze({"frozen", "understanding"})  # LoRA wraps shared/generation layers only
         if not targets:
             raise ValueError(f"freeze='lora': {type(model).__name__} has no nn.Linear in the shared or "
                              "generation groups")
@@ -143,11 +142,7 @@ def apply_freeze(model, recipe: Recipe):
         for n, p in model.named_parameters():
             p.requires_grad_(p.requires_grad or n in full)
         return lora
-    frozen = set(groups.get("frozen", []))
-    if recipe.freeze == "understanding":
-        frozen |= set(groups.get("understanding", []))
-    for n, p in model.named_parameters():
-        p.requires_grad_(n not in frozen)
+    model.freeze({"frozen", "understanding"} if recipe.freeze == "understanding" else {"frozen"})
     return None
 
 

@@ -70,8 +70,7 @@ def batch():
 
 
 def freeze_understanding(m):
-    for p in m.named_group("understanding"):
-        p.requires_grad_(False)
+    m.freeze({"frozen", "understanding"})
 
 
 def reca_spans(m, und, n):
@@ -233,8 +232,7 @@ def test_frozen_understanding_is_detached(batch, detach_und):
     g = _und_position_grads(m, und)
     assert (g == 0.0) == detach_und, g
     # and it is a freeze-time behaviour: a trainable understanding path is never detached
-    for p in m.parameters():
-        p.requires_grad_(True)
+    m.freeze({"frozen"})
     assert _und_position_grads(m, und) > 0
 
 

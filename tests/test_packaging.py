@@ -123,7 +123,8 @@ def test_pyproject_shape():
     deps = {_name(r): r for r in cfg["project"]["dependencies"]}
     assert deps["torch"] == "torch>=2.4"  # loose on purpose: Colab keeps its own torch
     assert "nbmake==1.5.5" in cfg["project"]["optional-dependencies"]["dev"]
-    assert cfg["tool"]["setuptools"]["packages"] == ["reca_nb"]
+    # every layer folder is a subpackage: find them all, and nothing else (data/, notebooks/ are not code)
+    assert cfg["tool"]["setuptools"]["packages"]["find"]["include"] == ["reca_nb*"]
     ini = cfg["tool"]["pytest"]["ini_options"]
     assert ini["testpaths"] == ["tests"]
     assert any(m.startswith("slow:") for m in ini["markers"])

@@ -44,7 +44,7 @@ def data():
 
 def test_build_config_and_state(data):
     m = tiny()
-    assert m.arch == "showo-vq" and ShowO.arches == ("showo-vq", "showo-clip")
+    assert m.arch == "showo-vq" and ShowO.archs == ("showo-vq", "showo-clip")
     assert m.config.text_vocab == len(tokenizer())
     assert m.config.und_size == 32 and m.image_size == 32
     # the frozen VQ lives outside the module

@@ -167,7 +167,8 @@ class ToyUMM(UMM):
         return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100)
 
     @torch.no_grad()
-    def caption(self, images, max_len: int = 24):
+    def caption(self, images, max_len: int | None = None):
+        max_len = max_len or 24
         tok = tokenizer()
         ids = torch.full((images.shape[0], 1), tok.bos_id, dtype=torch.long, device=images.device)
         for _ in range(max_len):

@@ -48,7 +48,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from reca_nb.world import text
-from reca_nb.models.umm import UMM, gen_device
+from reca_nb.models.common import gen_device
+from reca_nb.models.umm import UMM
 
 
 @dataclass
@@ -69,7 +70,7 @@ class BagelMiniConfig:
     max_positions: int = 256  # RoPE ids: one per text token, one per image span
     norm_eps: float = 1e-6
     detach_und: bool = True  # BAGEL freeze_und: stop-gradient at understanding positions while that group
-    #                          is frozen (requires_grad False, as train() does for freeze="understanding")
+    #                          is frozen (model.freeze({"understanding", ...}), as train() does for it)
     # flow matching
     timestep_shift: float = 1.0  # training t -> s t / (1 + (s - 1) t); BAGEL trains with 1.0
     cfg_drop_text: float = 0.1  # BAGEL text_cond_dropout_prob (RecA's ViT span: enable_cfg 0, never dropped)
@@ -142,6 +143,7 @@ class BagelMini(UMM):
 
     def __init__(self, config: BagelMiniConfig | None = None, clip=None, ae=None):
         super().__init__()
+        self.und_frozen = False  # set by freeze(); True turns on the freeze_und stop-gradient
         from diffusers.models.embeddings import TimestepEmbedding, Timesteps, get_2d_sincos_pos_embed
         from transformers import Qwen2Config
         from transformers.models.qwen2.modeling_qwen2 import Qwen2RMSNorm, Qwen2RotaryEmbedding
@@ -231,11 +233,6 @@ class BagelMini(UMM):
                 self._frozen.update({name: obj, name + "_device": None})
         return self
 
-    @property
-    def device(self) -> torch.device:
-        p = next(self.parameters(), None)  # None while __init__ reads the CLIP width
-        return p.device if p is not None else torch.device("cpu")
-
     # ------------------------------------------------------------------ sequence building
     # A sequence is a list of spans; each span is (embeddings (B, L, d), valid (B, L), new_id (B, L)):
     # `valid` False = padding / a dropped condition (never attended to), `new_id` True where a RoPE id starts.
@@ -266,9 +263,10 @@ class BagelMini(UMM):
         new[:, 0] = True
         return x, valid, new
 
-    def _und_frozen(self) -> bool:
-        names = set(self.parameter_groups()["understanding"])
-        return not any(p.requires_grad for n, p in self.named_parameters() if n in names)
+    def freeze(self, groups: set) -> None:
+        """As UMM.freeze; a frozen understanding group also turns on BAGEL's freeze_und stop-gradient."""
+        super().freeze(groups)
+        self.und_frozen = "understanding" in groups
 
     def forward_hidden(self, spans: list, n_gen: int = 0) -> torch.Tensor:
         """Run the MoT decoder over concatenated spans; the last n_gen positions go to the generation expert.
@@ -284,7 +282,7 @@ class BagelMini(UMM):
                              f"{self.config.max_positions}")
         eye = torch.eye(T, dtype=torch.bool, device=self.device)
         mask = ((ids[:, None, :] <= ids[:, :, None]) & valid[:, None, :]) | eye  # (B, T, T) query x key
-        detach = self.config.detach_und and self._und_frozen()
+        detach = self.config.detach_und and self.und_frozen
         if detach:  # BAGEL freeze_und: understanding positions carry no gradient at all
             x = torch.cat([x[:, :P].detach(), x[:, P:]], 1)
         rope = self.rotary(x, ids)  # (cos, sin), each (B, T, hd)

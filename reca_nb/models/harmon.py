@@ -82,7 +82,8 @@ from torch import nn
 
 from reca_nb.world import text
 from reca_nb.config import check_choices
-from reca_nb.models.umm import UMM, PrefixLMCaptioner, gen_device
+from reca_nb.models.common import PrefixLMCaptioner, gen_device
+from reca_nb.models.umm import UMM
 
 UNCOND_PROMPT = "generate an image ."  # Harmon's cfg_prompt / unconditional prompt "Generate an image."
 
@@ -323,10 +324,6 @@ class HarmonMini(PrefixLMCaptioner, UMM):
         if ae is not None:
             self._frozen.update(ae=ae, ae_device=None)
         return self
-
-    @property
-    def device(self) -> torch.device:
-        return self.mask_token.device
 
     def _check_images(self, images, size: int | None, what: str) -> torch.Tensor:
         if not isinstance(images, torch.Tensor) or images.dim() != 4 or images.shape[1] != 3:

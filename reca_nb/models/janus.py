@@ -57,7 +57,8 @@ from torch import nn
 
 from reca_nb.paths import DATA_DIR
 from reca_nb.world.text import tokenizer
-from reca_nb.models.umm import UMM, cache_kwargs
+from reca_nb.models.common import cache_kwargs
+from reca_nb.models.umm import UMM
 
 VQ_FILE = DATA_DIR / "tokenizers" / "janus_vq.safetensors"
 VQ_COMMAND = "python -m reca_nb.models.janus fit-vq"
@@ -235,10 +236,6 @@ class JanusMini(UMM):
             emb = emb.masked_scatter(slots[..., None], cond[rows].to(emb.dtype))
         return emb
 
-    @property
-    def device(self):
-        return self.hf.lm_head.weight.device
-
     # --- the UMM interface --------------------------------------------------------------------------
     def understanding_embedding(self, images: torch.Tensor) -> torch.Tensor:
         """SigLIP path: aligner(vision_model(x)) -> (B, N, D) with N = (und_size/patch)^2, D = LLM width."""
@@ -343,8 +340,9 @@ class JanusMini(UMM):
         return self.decode_tokens(self.sample_tokens(list(prompts), cond, generator, **kwargs))
 
     @torch.no_grad()
-    def caption(self, images, max_len: int = 24):
+    def caption(self, images, max_len: int | None = None):
         """Greedy captions via transformers' text `generate` (pixel_values fill the IMG slots)."""
+        max_len = max_len or 24
         prefix = self._und_ids(len(images))
         with text_generate_quietly():
             out = self.hf.generate(prefix, pixel_values=self._und_pixels(images),

@@ -12,7 +12,7 @@ T2I feeds the prompt only; RecA (paper Sec. 3, official `image2image_loss`) feed
 of the image (projected CLIP tokens, as InternVL's pixel-shuffled ViT features) followed by a prompt template.
 Understanding is decoupled: the VLM (CLIP -> projector -> tiny Qwen2 LLM) captions images (I2T) and is frozen
 during RecA (practice 3, lambda_i2t = 0). Gradients of the generation loss pass *through* the VLM to reach the
-queries, but never update VLM weights (`vlm_gen_grad=False`, as OpenUni's `freeze_lmm=True`).
+queries, but never update VLM weights (as OpenUni's `freeze_lmm=True`) unless the understanding group trains.
 
 How the base is made (`pretrain_stages`, run by `python -m reca_nb.build.pretrain --arch=openuni`), as the real
 model is: OpenUni starts from a SANA that was pretrained with its OWN text encoder and from a pretrained VLM.
@@ -51,7 +51,8 @@ from torch import nn
 
 from reca_nb.world import text
 from reca_nb.config import check_choices
-from reca_nb.models.umm import UMM, PrefixLMCaptioner, gen_device
+from reca_nb.models.common import PrefixLMCaptioner, gen_device
+from reca_nb.models.umm import UMM
 
 
 @dataclass
@@ -81,7 +82,6 @@ class OpenUniMiniConfig:
     dit_head_dim: int = 32
     dit_mlp_ratio: float = 2.5
     dit_self_attn: Literal["linear", "softmax"] = "linear"  # Sana's linear attention | SanaAttnProcessor2_0
-    vlm_gen_grad: bool = False  # let the generation loss update VLM weights (OpenUni: no, freeze_lmm=True)
     # pretraining stages (class docstring): SANA's own text encoder first, then the meta-query bridge
     text_route: Literal["meta_queries", "text_encoder"] = "meta_queries"  # OpenUni | SANA pretraining
     freeze_dit: bool = False  # OpenUni stage 1: the pretrained DiT is frozen, meta-queries + connector learn
@@ -105,6 +105,8 @@ class OpenUniMini(PrefixLMCaptioner, UMM):
 
     def __init__(self, config: OpenUniMiniConfig | None = None, clip=None, ae=None):
         super().__init__()
+        # OpenUni's freeze_lmm: the generation loss leaves VLM weights alone unless freeze() unfreezes them
+        self.vlm_gen_grad = False
         from diffusers import FlowMatchEulerDiscreteScheduler, SanaTransformer2DModel
         from transformers import Qwen2Config, Qwen2ForCausalLM
 
@@ -205,10 +207,6 @@ class OpenUniMini(PrefixLMCaptioner, UMM):
                 self._frozen.update({name: obj, name + "_device": None})
         return self
 
-    @property
-    def device(self) -> torch.device:
-        return self.queries.device
-
     # ------------------------------------------------------------------ understanding (VLM)
     def understanding_embedding(self, images: torch.Tensor) -> torch.Tensor:
         """Projected CLIP patch tokens, the image embeds that enter the LLM: (B, 3, h, w) -> (B, N, d_llm)."""
@@ -237,6 +235,12 @@ class OpenUniMini(PrefixLMCaptioner, UMM):
                           self._special("<eou>", B), self._special("<bos>", B)], dim=1)
 
     # ------------------------------------------------------------------ generation condition (meta-queries)
+    def freeze(self, groups: set) -> None:
+        """As UMM.freeze; a trainable understanding group also lets the generation loss reach the VLM's
+        weights (OpenUni proper keeps the VLM frozen, freeze_lmm=True, which RecA's practice 3 follows)."""
+        super().freeze(groups)
+        self.vlm_gen_grad = "understanding" not in groups
+
     def condition(self, prompts: list, cond: torch.Tensor | None = None,
                   drop: torch.Tensor | None = None, return_mask: bool = False):
         """VLM over [<t2i>] ([<sou>] cond [<eou>]) prompt [<soi>] queries -> connector -> (B, Q, d).
@@ -253,7 +257,7 @@ class OpenUniMini(PrefixLMCaptioner, UMM):
         if cond is not None and cond.shape[0] != B:
             raise ValueError(f"{B} prompts but cond has batch {cond.shape[0]}")
         drop = torch.zeros(B, dtype=torch.bool) if drop is None else drop.bool().cpu()
-        frozen = not self.config.vlm_gen_grad  # VLM weights act as constants for the generation loss
+        frozen = not self.vlm_gen_grad  # VLM weights act as constants for the generation loss
         seqs = [[] if dk else self.tok.encode(p) for p, dk in zip(prompts, drop.tolist())]
         L = max(1, max(len(s) for s in seqs))
         ids = torch.tensor([[self.tok.pad_id] * (L - len(s)) + s for s in seqs], dtype=torch.long)  # (B, L)

@@ -80,6 +80,6 @@ def load_base(arch: str, path=None):
             f"no base checkpoint for {arch!r} at {path}. Available: {', '.join(have) or 'none'}. "
             f"Make it with:  python -m reca_nb.build.pretrain --arch={arch}")
     model = cls.load(path)
-    if cls.arches and model.arch != arch:  # one class, several names (Show-o): the file must be this one
+    if cls.archs and model.arch != arch:  # one class, several names (Show-o): the file must be this one
         raise ValueError(f"{path} holds a {model.arch!r} checkpoint, not {arch!r}")
     return model

@@ -43,7 +43,8 @@ from transformers import PhiConfig, PhiModel
 
 from reca_nb.config import check_choices
 from reca_nb.world.text import tokenizer
-from reca_nb.models.umm import UMM, cache_kwargs
+from reca_nb.models.common import cache_kwargs
+from reca_nb.models.umm import UMM
 from reca_nb.encoders.vq import load_vq
 
 TYPE_TEXT, TYPE_UND, TYPE_GEN = 0, 1, 2
@@ -95,7 +96,7 @@ def _check_texts(texts, B: int, what: str) -> list:
 
 class ShowO(UMM):
     arch = "showo-clip"
-    arches = ("showo-vq", "showo-clip")
+    archs = ("showo-vq", "showo-clip")
     config_cls = ShowOConfig
 
     def __init__(self, config: ShowOConfig | None = None):
@@ -156,10 +157,6 @@ class ShowO(UMM):
     def clip(self):
         from reca_nb.encoders.clip import load_clip
         return load_clip()
-
-    @property
-    def device(self):
-        return self.head.weight.device
 
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
         """(B,3,H,W) -> VQ codes (B, H/4 * W/4), row-major."""
@@ -355,8 +352,9 @@ class ShowO(UMM):
         return (images, codes) if return_codes else images
 
     @torch.no_grad()
-    def caption(self, images: torch.Tensor, max_len: int = 24) -> list:
+    def caption(self, images: torch.Tensor, max_len: int | None = None) -> list:
         """Greedy decoding over the text vocabulary, with a KV cache; stops at <eos>."""
+        max_len = max_len or 24
         from transformers import DynamicCache
 
         images = _check_images(images, None, "understanding images")

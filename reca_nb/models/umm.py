@@ -15,12 +15,20 @@ plus `parameter_groups()`, which says which parameters are understanding / gener
 policies (practice 3) are declared once per architecture, not special-cased in the loop.
 
 Images are float tensors (B, 3, H, W) in [0, 1]. `images` passed to understanding methods are already at
-the understanding resolution chosen by the recipe (the information bottleneck, practice 1).
+the understanding resolution chosen by the recipe (the information bottleneck, practice 1). The base class
+reads `config.image_size` / `config.und_size` for the two resolutions; a model without them (a hub model)
+overrides `image_size` / `und_size`.
+
+Glossary: *und* = understanding (the image-reading path and its input resolution, `und_res`); *I2T* = image
+to text (captioning, the understanding objective); *T2I* = text to image (generation); *h_v* = the
+understanding embedding of an image, RecA's dense "prompt".
+
+Two hooks have defaults that most models keep: `freeze(groups)` (stop training parameter groups; a model
+whose forward must change with it overrides, e.g. BAGEL detaches its understanding positions) and
+`lora_full()` / `activation_bytes(recipe)` for LoRA runs and memory estimates.
 """
 from __future__ import annotations
 
-import functools
-import inspect
 import json
 from abc import abstractmethod
 from dataclasses import asdict, fields
@@ -34,7 +42,7 @@ GROUPS = ("understanding", "generation", "shared", "frozen")
 
 class UMM(nn.Module):
     arch: str = "umm"  # registry name, e.g. "showo-clip" (may be set per instance from the config)
-    arches: tuple = ()  # registry names a checkpoint of this class may carry; default (arch,)
+    archs: tuple = ()  # registry names a checkpoint of this class may carry; default (arch,)
     config_cls = None  # dataclass of the model's hyper-parameters; instances live in self.config
     # `python -m reca_nb.build.pretrain` runs these stages in order: (name, config fields set for the stage only,
     # recipe overrides). One stage by default; OpenUni has two (a pretrained DiT first, then the bridge).
@@ -60,13 +68,35 @@ class UMM(nn.Module):
         """Generate one image per prompt -> (B, 3, S, S) in [0, 1]."""
 
     @abstractmethod
-    def caption(self, images: torch.Tensor, max_len: int = 24) -> list:
-        """Greedy caption per image; `images` at understanding resolution."""
+    def caption(self, images: torch.Tensor, max_len: int | None = None) -> list:
+        """Greedy caption per image; `images` at understanding resolution; `max_len` None = the model's own."""
 
     @abstractmethod
     def parameter_groups(self) -> dict:
         """{group: [parameter names]} over GROUPS; every trainable parameter appears in exactly one group.
         'frozen' holds parameters that are never trained (e.g. a fixed tokenizer)."""
+
+    # --- hooks with defaults ------------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        """Where the model's parameters live (CPU before it has any)."""
+        p = next(self.parameters(), None)
+        return p.device if p is not None else torch.device("cpu")
+
+    def freeze(self, groups: set) -> None:
+        """Train every parameter except those in `groups` (names from GROUPS; "frozen" is always included by
+        the loop). Models whose forward depends on what trains override this and call super()."""
+        names = set().union(*(self.parameter_groups().get(g, []) for g in groups))
+        for n, p in self.named_parameters():
+            p.requires_grad_(n not in names)
+
+    def lora_full(self) -> list:
+        """Parameter names trained in full next to LoRA adapters (e.g. a generation head LoRA cannot wrap)."""
+        return []
+
+    def activation_bytes(self, recipe) -> int | None:
+        """Activation memory of one training step under `recipe`, for memory estimates; None = unknown."""
+        return None
 
     # --- derived -----------------------------------------------------------------------------------
     @property
@@ -138,7 +168,7 @@ class UMM(nn.Module):
             raise FileNotFoundError(f"no checkpoint at {path}")
         with safe_open(str(path), "pt") as f:
             meta = f.metadata() or {}
-        accepted = cls.arches or (cls.arch,)
+        accepted = cls.archs or (cls.arch,)
         if meta.get("arch") not in accepted:
             raise ValueError(f"{path} holds a {meta.get('arch')!r} model, not one of {accepted}")
         cfg = json.loads(meta["config"])
@@ -148,68 +178,3 @@ class UMM(nn.Module):
         model = cls(cfg)
         model.load_state_dict(load_file(str(path)))
         return model
-
-
-class PrefixLMCaptioner:
-    """I2T for UMMs whose understanding is a causal LM read after an image prefix (Harmon, OpenUni minis).
-    The host provides `_caption_prefix(images) -> (B, P, d)`, `_embed(ids)`, `tok` (reca_nb.world.text), `llm` (a
-    transformers *ForCausalLM), `device` and `config.max_caption_len`."""
-
-    def i2t_loss(self, images: torch.Tensor, captions: list) -> torch.Tensor:
-        """Next-token CE of the caption (and <eos>) after the image prefix (Harmon's image2text_loss)."""
-        import torch.nn.functional as F
-
-        if len(captions) != len(images):
-            raise ValueError(f"{len(images)} images but {len(captions)} captions")
-        prefix = self._caption_prefix(images)  # (B, P, d)
-        ids = self.tok.batch(captions, eos=True).to(self.device)  # (B, T) right-padded
-        x = torch.cat([prefix, self._embed(ids)], dim=1)  # (B, P + T, d)
-        mask = torch.cat([torch.ones(prefix.shape[:2], dtype=torch.long, device=self.device),
-                          (ids != self.tok.pad_id).long()], dim=1)
-        h = self.llm.model(inputs_embeds=x, attention_mask=mask).last_hidden_state
-        P = prefix.shape[1]
-        logits = self.llm.lm_head(h[:, P - 1:-1])  # (B, T, V): position P-1 (<bos>) predicts ids[:, 0]
-        labels = ids.masked_fill(ids == self.tok.pad_id, -100)
-        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100)
-
-    @torch.no_grad()
-    def caption(self, images: torch.Tensor, max_len: int | None = None) -> list:
-        """Greedy captions with the LM's own head (transformers `generate` from input embeddings)."""
-        from transformers import GenerationConfig
-
-        prefix = self._caption_prefix(images)
-        gen = GenerationConfig(max_new_tokens=max_len or self.config.max_caption_len, do_sample=False,
-                               eos_token_id=self.tok.eos_id, pad_token_id=self.tok.pad_id,
-                               bos_token_id=self.tok.bos_id, use_cache=True)
-        mask = torch.ones(prefix.shape[:2], dtype=torch.long, device=self.device)
-        out = self.llm.generate(inputs_embeds=prefix, attention_mask=mask, generation_config=gen)
-        return [self.tok.decode(row) for row in out.tolist()]
-
-
-def gen_device(generator) -> torch.device:
-    """Where random draws for `generator` must happen: its own device (CPU when there is none), so that
-    sampling with a CPU generator is bit-identical on every device and a CUDA generator works too."""
-    return generator.device if generator is not None else torch.device("cpu")
-
-
-def cache_kwargs(lm: nn.Module, cache) -> dict:
-    """The keyword argument that hands a KV cache to the forward of transformers model `lm`: `cache=` from
-    transformers 5.24 on (where `past_key_values=` warns as deprecated), `past_key_values=` before (where an
-    unknown `cache=` would vanish silently into **kwargs)."""
-    return {_cache_arg(type(lm)): cache}
-
-
-def enable_activation_checkpointing(model: nn.Module) -> None:
-    """Recompute each layer of transformers model `model` in the backward pass (non-reentrant). The method is
-    `activation_checkpointing_enable` from transformers 5.23 on (where the old name warns as deprecated) and
-    `gradient_checkpointing_enable` before it (Colab's preinstalled transformers is older)."""
-    enable = getattr(model, "activation_checkpointing_enable", None)
-    if enable is not None:
-        enable({"use_reentrant": False})
-    else:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-
-
-@functools.lru_cache(maxsize=None)
-def _cache_arg(cls) -> str:
-    return "cache" if "cache" in inspect.signature(cls.forward).parameters else "past_key_values"

@@ -37,7 +37,8 @@ from dataclasses import dataclass, replace
 import torch
 import torch.nn.functional as F
 
-from reca_nb.models.umm import UMM, cache_kwargs, enable_activation_checkpointing
+from reca_nb.models.common import cache_kwargs, enable_activation_checkpointing
+from reca_nb.models.umm import UMM
 
 MODEL_IDS = {"1b": "deepseek-community/Janus-Pro-1B", "7b": "deepseek-community/Janus-Pro-7B"}
 DEFAULT_ID = MODEL_IDS["1b"]
@@ -225,6 +226,7 @@ class JanusPro(UMM):
 
     @property
     def device(self):
+        # the head's device, not the first parameter's: with a device map the layers spread over GPUs
         return self.hf.lm_head.weight.device
 
     @property
@@ -396,8 +398,9 @@ class JanusPro(UMM):
         return self.decode_tokens(self.sample_tokens(list(prompts), cond, generator, **kwargs))
 
     @torch.no_grad()
-    def caption(self, images, max_len: int = 48):
+    def caption(self, images, max_len: int | None = None):
         """Greedy answers to `i2t_question` via transformers' text `generate`."""
+        max_len = max_len or 48
         from transformers import GenerationConfig
 
         from reca_nb.models.janus import text_generate_quietly

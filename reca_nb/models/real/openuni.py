@@ -35,7 +35,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from reca_nb.models.umm import UMM, enable_activation_checkpointing, gen_device
+from reca_nb.models.common import enable_activation_checkpointing, gen_device
+from reca_nb.models.umm import UMM
 
 USER, ASSISTANT = "<|im_start|>user\n", "<|im_end|>\n<|im_start|>assistant\n"
 GENERATION, CFG_PROMPT = "Generate an image: {}", "Generate an image."
@@ -102,6 +103,7 @@ class OpenUniReal(UMM):
 
     @property
     def device(self) -> torch.device:
+        # the head's device, not the first parameter's: with a device map the layers spread over GPUs
         return self.queries.device
 
     @property
