@@ -5,7 +5,7 @@ adapters into the weights: every trainable tensor of the run (the peft LoRA A/B 
 a model trains in full next to them, `UMM.lora_full()`, e.g. the Janus-Pro generation head), with the LoRA
 rank, alpha and target modules in the metadata. It is megabytes where the model is gigabytes:
 
-    model = real_janus.load()                                   # the same base model again
+    model = janus_pro.load()                                    # the same base model again
     load_adapters(model, "runs/x/adapters.safetensors")         # -> the post-trained model (merged)
 """
 from __future__ import annotations
@@ -16,14 +16,15 @@ from pathlib import Path
 
 import torch
 
+from reca_nb.freeze import lora_full
+from reca_nb.paths import atomic_write
+
 FORMAT = "reca_nb.adapters/1"
 
 
 def save_adapters(model, path, recipe) -> Path:
     """Write the trainable tensors of a LoRA-wrapped `model` (inside train(), before the merge) to `path`."""
     from safetensors.torch import save_file
-
-    from reca_nb.train import lora_full
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -35,10 +36,8 @@ def save_adapters(model, path, recipe) -> Path:
             "alpha": recipe.lora_r, "targets": sorted({_module_of(n) for n in tensors if ".lora_" in n}),
             "full": sorted(n for n in base if n in lora_full(model)),
             "n_params": sum(t.numel() for t in tensors.values())}
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata={k: json.dumps(v) for k, v in meta.items()})
-    tmp.replace(path)
-    return path
+    return atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata={k: json.dumps(v)
+                                                                              for k, v in meta.items()}))
 
 
 def read_meta(path) -> dict:

@@ -39,27 +39,21 @@ def estimate_memory(model, recipe) -> dict:
     """Bytes of weights / grads / Adam states / activations / overhead for one step of `recipe` on `model`."""
     from torch import nn
 
-    from reca_nb.train import lora_full, lora_targets
+    from reca_nb.freeze import lora_targets, trainable_names
 
     params = dict(model.named_parameters())
     weights = sum(p.numel() * p.element_size() for p in params.values())
     weights += sum(b.numel() * b.element_size() for b in model.buffers())
-    groups = model.parameter_groups()
-    frozen = set(groups.get("frozen", []))
-    if recipe.freeze == "lora":
+    train_p = [params[n] for n in trainable_names(model, recipe) if n in params]
+    trainable_n = sum(p.numel() for p in train_p)
+    trainable_b = sum(p.numel() * p.element_size() for p in train_p)
+    if recipe.freeze == "lora":  # plus the adapters themselves, fp32
         modules = dict(model.named_modules())
         adapters = sum(recipe.lora_r * (modules[t].in_features + modules[t].out_features)
                        for t in lora_targets(model) if isinstance(modules[t], nn.Linear))
-        full = [params[n] for n in lora_full(model) if n in params]
-        trainable_n = adapters + sum(p.numel() for p in full)
-        trainable_b = adapters * 4 + sum(p.numel() * p.element_size() for p in full)
-        weights += adapters * 4  # the adapters themselves (fp32)
-    else:
-        if recipe.freeze == "understanding":
-            frozen |= set(groups.get("understanding", []))
-        train_p = [p for n, p in params.items() if n not in frozen]
-        trainable_n = sum(p.numel() for p in train_p)
-        trainable_b = sum(p.numel() * p.element_size() for p in train_p)
+        trainable_n += adapters
+        trainable_b += adapters * 4
+        weights += adapters * 4
     act = model.activation_bytes(recipe)
     est = {"params": sum(p.numel() for p in params.values()), "trainable_params": trainable_n,
            "weights": weights, "grads": trainable_b, "adam": 2 * trainable_b, "activations": act}

@@ -17,11 +17,9 @@ one line with the `--resume` command). A NaN/inf loss stops the run before the w
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
-import random
 import signal
 import sys
 import time
@@ -30,23 +28,20 @@ from dataclasses import asdict
 from functools import partial
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from reca_nb.checkpoint import (CheckpointError, check_model, check_recipe, checkpoints, find_checkpoint,
+                                load_checkpoint, rng_state, save_checkpoint, seed_everything, set_rng_state,
+                                write_json)
 from reca_nb.collapse import CollapseMonitor
+from reca_nb.freeze import apply_freeze, lora_targets
+from reca_nb.recipe import Recipe, mini_und_res
 from reca_nb.world.data import Batches
-from reca_nb.recipe import WORLD_FIELDS, Recipe, mini_und_res
 
-CKPT_FORMAT = "reca_nb.train/1"
-# recipe fields a resumed run may change: they do not alter the trajectory of the steps already taken
-RESUMABLE = ("steps", "eval_every", "eval_n", "save_every", "keep_ckpts", "log_every", "collapse_stop",
-             "device")
-
-
-class CheckpointError(RuntimeError):
-    pass
+__all__ = ["train", "Objective", "build_optimizer", "lr_factor", "TrainingInterrupted", "main", "cli",
+           "apply_freeze", "lora_targets", "CheckpointError", "load_checkpoint"]
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -54,7 +49,7 @@ class TrainingInterrupted(KeyboardInterrupt):
     `out_dir` (None when there is none)."""
 
     def __init__(self, step: int, out_dir):
-        ckpts = _checkpoints(out_dir)
+        ckpts = checkpoints(out_dir)
         self.step, self.out_dir, self.checkpoint = step, out_dir, ckpts[-1] if ckpts else None
         if self.checkpoint is None:
             where = "no checkpoint written (train(..., out_dir=DIR) keeps them)"
@@ -99,53 +94,6 @@ class Objective(nn.Module):
         return sum(parts) / len(prompts)
 
 
-# ----------------------------------------------------------------------------- freeze (practice 3)
-
-def lora_targets(model) -> list:
-    """Names of the nn.Linear modules whose weight is in the shared or generation group."""
-    groups = model.parameter_groups()
-    trainable = (set(groups.get("shared", [])) | set(groups.get("generation", []))) - lora_full(model)
-    inside_mha = {f"{n}.out_proj" for n, m in model.named_modules() if isinstance(m, nn.MultiheadAttention)}
-    return [n for n, m in model.named_modules()
-            if isinstance(m, nn.Linear) and f"{n}.weight" in trainable and n not in inside_mha]
-
-
-def lora_full(model) -> set:
-    """Parameters trained in full next to the LoRA adapters (the UMM's `lora_full()`, e.g. a generation head)."""
-    return set(model.lora_full())
-
-
-def apply_freeze(model, recipe: Recipe):
-    """Set requires_grad from `recipe.freeze` and model.parameter_groups(); returns the peft LoraModel
-    (call .merge_and_unload() to fold the adapters back) when freeze='lora', else None.
-    'frozen' is never trained; 'understanding' also freezes that group; 'lora' trains only LoRA adapters
-    (peft) on the Linear layers of the shared and generation groups, plus the model's `lora_full()` parameters
-    in full."""
-    model.check_groups()
-    if recipe.freeze == "lora":
-        import re
-
-        from peft import LoraConfig
-        from peft.tuners.lora import LoraModel
-        from peft.tuners.tuners_utils import cast_adapter_dtype
-
-        targets = lora_targets(model)
-        model.freeze({"frozen", "understanding"})  # LoRA wraps shared/generation layers only
-        if not targets:
-            raise ValueError(f"freeze='lora': {type(model).__name__} has no nn.Linear in the shared or "
-                             "generation groups")
-        cfg = LoraConfig(r=recipe.lora_r, lora_alpha=recipe.lora_r, lora_dropout=0.0,
-                         target_modules="|".join(re.escape(t) for t in targets))  # str: full-name match
-        lora = LoraModel(model, cfg, "default")  # in place; peft freezes everything but the adapters
-        cast_adapter_dtype(model, "default")  # bf16 / fp16 base weights: adapters still train in fp32
-        full = lora_full(model)
-        for n, p in model.named_parameters():
-            p.requires_grad_(p.requires_grad or n in full)
-        return lora
-    model.freeze({"frozen", "understanding"} if recipe.freeze == "understanding" else {"frozen"})
-    return None
-
-
 # ----------------------------------------------------------------------------- optimizer and schedule
 
 def build_optimizer(model, recipe: Recipe) -> torch.optim.AdamW:
@@ -178,85 +126,40 @@ def train(model, recipe: Recipe, out_dir=None, resume=None, callbacks=(), progre
     out_dir:   checkpoints (ckpt-NNNNNN.safetensors), history.json and the final model.safetensors
     resume:    None | "latest" (newest readable checkpoint in out_dir; none: fresh start) | a checkpoint
     callbacks: functions cb(row, model) called on every history row; returning True stops the run
-    evals:     {name: fn(model) -> dict}; default GenEval-mini T2I + I2T (reca_nb.evaluation.geneval) when eval_every > 0
+    evals:     {name: fn(model) -> dict}; default GenEval-mini T2I + I2T (reca_nb.evaluation.geneval) when
+               eval_every > 0
     monitor:   a CollapseMonitor; by default one with the recipe's threshold whenever RecA is on
     data:      None: the recipe's shape-world pools (reca_nb.world.data.Batches); else a function
                (size, seed=, prompts=, device=) -> a sampler with Batches' methods, e.g. the bound method
                `reca_nb.world.folder.ImageFolder(root).batches` (your own images)
     LoRA runs (freeze="lora") with out_dir also write out_dir/adapters.safetensors (reca_nb.adapters).
     """
-    # --- config ---------------------------------------------------------------------------------------
-    terms = recipe.active_terms
     if recipe.steps == 0:
         return []
-    if not terms:
-        raise ValueError("every loss weight is 0 (lambda_reca, lambda_i2t, lambda_t2i): nothing to train")
-    if recipe.warmup >= recipe.steps:
-        warnings.warn(_warmup_msg(recipe), stacklevel=2)
+    _check_run(model, recipe, out_dir, resume)
     out_dir = Path(out_dir) if out_dir is not None else None
-    if resume is not None and out_dir is None and resume in ("latest", True):
-        raise ValueError("resume='latest' needs out_dir")
-    from accelerate import Accelerator
-    from accelerate.utils import DistributedDataParallelKwargs
-
-    # a multi-process launch without CUDA must ask for CPU (gloo) explicitly: otherwise accelerate sees no
-    # distributed backend and every process trains alone on its own copy
-    cpu = recipe.device == "cpu" or (recipe.device == "auto" and not torch.cuda.is_available()
-                                     and int(os.environ.get("WORLD_SIZE", "1")) > 1)
-    accelerator = Accelerator(cpu=cpu, step_scheduler_with_optimizer=False,
-                              kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
-    if recipe.device == "cuda" and accelerator.device.type != "cuda":
-        raise RuntimeError("Recipe.device='cuda' but no CUDA device is visible")
+    accelerator = _accelerator(recipe)
     main = accelerator.is_main_process
-    _seed_everything(recipe.seed + accelerator.process_index)
+    seed_everything(recipe.seed + accelerator.process_index)
     # --- model and freeze -----------------------------------------------------------------------------
     was_training = model.training
     grad_flags = {n: p.requires_grad for n, p in model.named_parameters()}
     lora = apply_freeze(model, recipe)
     try:
-        # --- optimizer and schedule -------------------------------------------------------------------
+        # --- optimizer, schedule, data, monitor -------------------------------------------------------
         optimizer = build_optimizer(model, recipe)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, partial(lr_factor, recipe=recipe))
         objective, optimizer, scheduler = accelerator.prepare(Objective(model), optimizer, scheduler)
         umm = accelerator.unwrap_model(objective).umm
-        # --- data -------------------------------------------------------------------------------------
-        # every process draws the same global batch and keeps its own share (_Shard): the run depends on the
-        # global batch only, not on how many processes split it, and one checkpointed data state fits all
-        seed = recipe.seed
-        data = (Batches(umm.image_size, recipe.n_images, recipe.n_t2i_pairs, recipe.data_seed, seed=seed,
-                        prompts=recipe.prompts, device=accelerator.device, i2t_fact_p=recipe.i2t_fact_p,
-                        t2i_sparse_p=recipe.t2i_sparse_p) if data is None else
-                data(umm.image_size, seed=seed, prompts=recipe.prompts, device=accelerator.device))
-        if (recipe.i2t_fact_p or recipe.t2i_sparse_p or recipe.t2i_view_p) and not isinstance(data, Batches):
-            raise ValueError("the world options (i2t_fact_p, t2i_sparse_p, t2i_view_p) need the shape-world "
-                             "pools; leave them at 0 when training on your own data")
-        if accelerator.num_processes > 1:
-            data = _Shard(data, accelerator.process_index, accelerator.num_processes)
+        data = _data(recipe, umm, accelerator, data)
+        terms = recipe.active_terms
         lam = {"reca": recipe.lambda_reca, "i2t": recipe.lambda_i2t, "t2i": recipe.lambda_t2i}
         if monitor is None and "reca" in terms:
             monitor = CollapseMonitor(threshold=recipe.collapse_threshold, stop=recipe.collapse_stop)
         if evals is None and recipe.eval_every:
             evals = default_evals(recipe)
         # --- resume -----------------------------------------------------------------------------------
-        step, history, window = 0, [], _new_window()
-        state = _find_checkpoint(out_dir, resume)
-        if state is None and main and _checkpoints(out_dir):  # a fresh run owns its out_dir
-            tqdm.write(f"starting fresh: removing the old checkpoints in {out_dir}")
-            for old in _checkpoints(out_dir):
-                old.unlink()
-        if state is not None:
-            _check_recipe(state["recipe"], recipe)
-            _check_model(state, umm)
-            umm.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optim"])
-            scheduler.load_state_dict(state["scheduler"])
-            data.set_state(state["rng"]["data"])
-            _set_rng_state(state["rng"])
-            step, history, window = state["step"], state["history"], state["window"]
-            if monitor is not None and state.get("monitor"):
-                monitor.load_state_dict(state["monitor"])
-            if main:
-                tqdm.write(f"resumed from {state['path']} at step {step}")
+        step, history, window = _resume(out_dir, resume, recipe, umm, optimizer, scheduler, data, monitor, main)
 
         def save():
             if out_dir is not None and main:
@@ -273,48 +176,19 @@ def train(model, recipe: Recipe, out_dir=None, resume=None, callbacks=(), progre
                 while step < recipe.steps and not stop:
                     clean = False  # from here until the step is logged, a checkpoint would be inconsistent
                     batch = _make_batch(data, recipe, terms, umm, step)
-                    losses = objective(batch)
-                    loss = sum(lam[k] * v for k, v in losses.items())
-                    values = {k: v.item() for k, v in losses.items()}
-                    loss_value = loss.item()
-                    if accelerator.num_processes > 1:  # log the global batch: the mean of the equal shares
-                        both = torch.tensor([loss_value, *values.values()], device=accelerator.device)
-                        loss_value, *rest = accelerator.reduce(both, reduction="mean").tolist()
-                        values = dict(zip(values, rest))
-                    if not math.isfinite(loss_value):
-                        raise FloatingPointError(_bad_step_msg("loss", values, step, out_dir))
-                    accelerator.backward(loss)
-                    if recipe.grad_clip > 0:
-                        gnorm = accelerator.clip_grad_norm_(objective.parameters(), recipe.grad_clip)
-                        if not math.isfinite(float(gnorm)):
-                            raise FloatingPointError(_bad_step_msg("gradient", values, step, out_dir))
-                    lr = scheduler.get_last_lr()[0]
-                    optimizer.step()
-                    scheduler.step()
-                    optimizer.zero_grad(set_to_none=True)
+                    loss, values, lr = _step(objective, optimizer, scheduler, accelerator, batch, lam, recipe,
+                                             step, out_dir)
                     step += 1
                     bar.update(1)
-                    # bookkeeping for this step (all consistent: a checkpoint now is a clean restart point)
-                    for k, v in values.items():
-                        window[k] = window.get(k, 0.0) + v
-                    window["loss"] += loss_value
-                    window["n"] += 1
-                    window["samples"] += sum(len(b[-1]) for b in batch.values()) * accelerator.num_processes
-                    agree = None
-                    if monitor is not None and "reca" in values:
-                        if step % recipe.log_every == 0 or step == recipe.steps:
-                            und, _, target = batch["reca"]
-                            agree = umm.token_agreement(und, target)
-                        if monitor.update(values["reca"], step, agree) and monitor.collapse_step == step:
-                            tqdm.write(f"step {step}: collapse monitor fired: {monitor.reason}")
-                        stop = monitor.collapsed and (monitor.stop or recipe.collapse_stop)
+                    _accumulate(window, values, loss, batch, accelerator.num_processes)
+                    agree, collapsed = _watch(monitor, values, batch, umm, step, recipe)
+                    stop |= collapsed
                     if step % recipe.log_every == 0 or step == recipe.steps or stop:
                         row = _log_row(step, lr, window, time.perf_counter() - t_window, monitor, agree)
                         window, t_window = _new_window(), time.perf_counter()
                         bar.set_postfix({k: f"{v:.4g}" for k, v in row.items() if k.startswith("loss")})
                         stop |= _emit(row, history, callbacks, umm)
-                    clean = True
-                    # --- eval / save ----------------------------------------------------------------------
+                    clean = True  # every record of this step is written: a checkpoint now is a restart point
                     if evals and (step % recipe.eval_every == 0 or step == recipe.steps):
                         stop |= _emit({"step": step, "eval": _evaluate(umm, evals)}, history, callbacks, umm)
                     if (recipe.save_every and step % recipe.save_every == 0) or step == recipe.steps or stop:
@@ -328,7 +202,7 @@ def train(model, recipe: Recipe, out_dir=None, resume=None, callbacks=(), progre
             finally:
                 bar.close()
         if out_dir is not None and main:
-            _write_json(out_dir / "history.json", history)
+            write_json(out_dir / "history.json", history)
     finally:
         if lora is not None:
             if out_dir is not None and main:
@@ -342,6 +216,123 @@ def train(model, recipe: Recipe, out_dir=None, resume=None, callbacks=(), progre
     if out_dir is not None and main:
         model.save(out_dir / "model.safetensors", extra={"recipe": json.dumps(asdict(recipe)), "step": step})
     return history
+
+
+# ----------------------------------------------------------------------------- the steps of train()
+
+def _check_run(model, recipe: Recipe, out_dir, resume):
+    """Refuse what cannot train before any work is done."""
+    if recipe.arch != model.arch:
+        raise ValueError(f"the recipe is for {recipe.arch!r} but the model is {model.arch!r}; "
+                         f"use preset({model.arch!r}, ...) or set Recipe.arch")
+    if not recipe.active_terms:
+        raise ValueError("every loss weight is 0 (lambda_reca, lambda_i2t, lambda_t2i): nothing to train")
+    if recipe.warmup >= recipe.steps:
+        warnings.warn(_warmup_msg(recipe), stacklevel=3)
+    if resume is not None and out_dir is None and resume in ("latest", True):
+        raise ValueError("resume='latest' needs out_dir")
+
+
+def _accelerator(recipe: Recipe):
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs
+
+    # a multi-process launch without CUDA must ask for CPU (gloo) explicitly: otherwise accelerate sees no
+    # distributed backend and every process trains alone on its own copy
+    cpu = recipe.device == "cpu" or (recipe.device == "auto" and not torch.cuda.is_available()
+                                     and int(os.environ.get("WORLD_SIZE", "1")) > 1)
+    accelerator = Accelerator(cpu=cpu, step_scheduler_with_optimizer=False,
+                              kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+    if recipe.device == "cuda" and accelerator.device.type != "cuda":
+        raise RuntimeError("Recipe.device='cuda' but no CUDA device is visible")
+    return accelerator
+
+
+def _data(recipe: Recipe, umm, accelerator, data):
+    """The batch sampler: shape-world pools, or the caller's `data` hook; one share of it per process."""
+    # every process draws the same global batch and keeps its own share (_Shard): the run depends on the
+    # global batch only, not on how many processes split it, and one checkpointed data state fits all
+    seed = recipe.seed
+    data = (Batches(umm.image_size, recipe.n_images, recipe.n_t2i_pairs, recipe.data_seed, seed=seed,
+                    prompts=recipe.prompts, device=accelerator.device, i2t_fact_p=recipe.i2t_fact_p,
+                    t2i_sparse_p=recipe.t2i_sparse_p) if data is None else
+            data(umm.image_size, seed=seed, prompts=recipe.prompts, device=accelerator.device))
+    if (recipe.i2t_fact_p or recipe.t2i_sparse_p or recipe.t2i_view_p) and not isinstance(data, Batches):
+        raise ValueError("the world options (i2t_fact_p, t2i_sparse_p, t2i_view_p) need the shape-world "
+                         "pools; leave them at 0 when training on your own data")
+    if accelerator.num_processes > 1:
+        data = _Shard(data, accelerator.process_index, accelerator.num_processes)
+    return data
+
+
+def _resume(out_dir, resume, recipe, umm, optimizer, scheduler, data, monitor, main) -> tuple:
+    """(step, history, log window) to start from: a checkpoint's, or a fresh run's (which owns out_dir)."""
+    state = find_checkpoint(out_dir, resume)
+    if state is None:
+        if main and checkpoints(out_dir):
+            tqdm.write(f"starting fresh: removing the old checkpoints in {out_dir}")
+            for old in checkpoints(out_dir):
+                old.unlink()
+        return 0, [], _new_window()
+    check_recipe(state["recipe"], recipe)
+    check_model(state, umm)
+    umm.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optim"])
+    scheduler.load_state_dict(state["scheduler"])
+    data.set_state(state["rng"]["data"])
+    set_rng_state(state["rng"])
+    if monitor is not None and state.get("monitor"):
+        monitor.load_state_dict(state["monitor"])
+    if main:
+        tqdm.write(f"resumed from {state['path']} at step {state['step']}")
+    return state["step"], state["history"], state["window"]
+
+
+def _step(objective, optimizer, scheduler, accelerator, batch, lam, recipe, step, out_dir) -> tuple:
+    """One optimizer step on `batch` -> (weighted loss, {term: loss}, lr used). A non-finite loss or
+    gradient raises before the weights change."""
+    losses = objective(batch)
+    loss = sum(lam[k] * v for k, v in losses.items())
+    values = {k: v.item() for k, v in losses.items()}
+    loss_value = loss.item()
+    if accelerator.num_processes > 1:  # log the global batch: the mean of the equal shares
+        both = torch.tensor([loss_value, *values.values()], device=accelerator.device)
+        loss_value, *rest = accelerator.reduce(both, reduction="mean").tolist()
+        values = dict(zip(values, rest))
+    if not math.isfinite(loss_value):
+        raise FloatingPointError(_bad_step_msg("loss", values, step, out_dir))
+    accelerator.backward(loss)
+    if recipe.grad_clip > 0:
+        gnorm = accelerator.clip_grad_norm_(objective.parameters(), recipe.grad_clip)
+        if not math.isfinite(float(gnorm)):
+            raise FloatingPointError(_bad_step_msg("gradient", values, step, out_dir))
+    lr = scheduler.get_last_lr()[0]
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss_value, values, lr
+
+
+def _accumulate(window: dict, values: dict, loss: float, batch: dict, processes: int):
+    """Add one step to the running log window (means are taken when a row is written)."""
+    for k, v in values.items():
+        window[k] = window.get(k, 0.0) + v
+    window["loss"] += loss
+    window["n"] += 1
+    window["samples"] += sum(len(b[-1]) for b in batch.values()) * processes
+
+
+def _watch(monitor, values: dict, batch: dict, umm, step: int, recipe: Recipe) -> tuple:
+    """Feed the collapse monitor -> (token agreement or None, whether the run should stop)."""
+    if monitor is None or "reca" not in values:
+        return None, False
+    agree = None
+    if step % recipe.log_every == 0 or step == recipe.steps:
+        und, _, target = batch["reca"]
+        agree = umm.token_agreement(und, target)
+    if monitor.update(values["reca"], step, agree) and monitor.collapse_step == step:
+        tqdm.write(f"step {step}: collapse monitor fired: {monitor.reason}")
+    return agree, monitor.collapsed and (monitor.stop or recipe.collapse_stop)
 
 
 def _make_batch(data: Batches, recipe: Recipe, terms, umm, step: int) -> dict:
@@ -428,7 +419,7 @@ def _warmup_msg(recipe: Recipe) -> str:
 
 
 def _bad_step_msg(what, values, step, out_dir) -> str:
-    ckpts = _checkpoints(out_dir) if out_dir is not None else []
+    ckpts = checkpoints(out_dir) if out_dir is not None else []
     keep = f"last good checkpoint: {ckpts[-1]}" if ckpts else "no checkpoint (pass out_dir to keep them)"
     return (f"non-finite {what} at step {step + 1} (losses {values}); the weights were not updated; {keep}. "
             "Lower lr, check the inputs, or resume from the checkpoint.")
@@ -467,209 +458,35 @@ def default_evals(recipe: Recipe) -> dict:
 
 def _evaluate(umm, evals: dict) -> dict:
     """Run the eval functions in eval mode with every RNG forked, so evaluating never changes training."""
-    state = _rng_state()
+    state = rng_state()
     try:
         umm.eval()
         with torch.no_grad():
             return {name: fn(umm) for name, fn in evals.items()}
     finally:
         umm.train()
-        _set_rng_state(state)
-
-
-# ----------------------------------------------------------------------------- RNG streams
-
-def _seed_everything(seed: int):
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def _rng_state() -> dict:
-    st = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        st["cuda"] = torch.cuda.get_rng_state_all()
-    return st
-
-
-def _set_rng_state(st: dict):
-    random.setstate(st["python"])
-    np.random.set_state(st["numpy"])
-    torch.set_rng_state(st["torch"])
-    if "cuda" in st and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(st["cuda"])
-
-
-# ----------------------------------------------------------------------------- checkpoints
-
-def _checkpoints(out_dir) -> list:
-    """Step checkpoints in out_dir, oldest first."""
-    return sorted(Path(out_dir).glob("ckpt-*.safetensors")) if out_dir is not None else []
-
-
-def _digest(tensors: dict) -> str:
-    h = hashlib.sha256()
-    for k in sorted(tensors):
-        h.update(k.encode())
-        h.update(tensors[k].detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
-
-
-def _plain(x):
-    """json.dumps fallback: tensors / numpy values (e.g. from custom eval functions) -> python."""
-    return x.tolist() if hasattr(x, "tolist") else str(x)
-
-
-def _write_json(path: Path, obj):
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, default=_plain))
-    tmp.replace(path)
-
-
-def save_checkpoint(out_dir, umm, optimizer, scheduler, recipe, step, history, window, data, monitor) -> Path:
-    """Atomically write out_dir/ckpt-{step}.safetensors (tensors + JSON metadata) and prune old ones."""
-    from safetensors.torch import save_file
-
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tensors = {f"model/{k}": v.detach().cpu().contiguous().clone() for k, v in umm.state_dict().items()}
-    osd = optimizer.state_dict()
-    scalars = {}
-    for pid, st in osd["state"].items():
-        for k, v in st.items():
-            if torch.is_tensor(v):
-                tensors[f"optim/{pid}/{k}"] = v.detach().cpu().contiguous().clone()
-            else:
-                scalars[f"{pid}/{k}"] = v
-    rng = _rng_state()
-    tensors["rng/torch"], tensors["rng/data"] = rng["torch"], data.state()
-    for i, s in enumerate(rng.get("cuda", [])):
-        tensors[f"rng/cuda/{i}"] = s
-    np_state = rng["numpy"]
-    meta = {
-        "format": CKPT_FORMAT, "arch": umm.arch, "step": step, "recipe": asdict(recipe),
-        "model_config": asdict(umm.config), "optim_groups": osd["param_groups"], "optim_scalars": scalars,
-        "scheduler": scheduler.state_dict(), "rng_python": rng["python"],
-        "rng_numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]], "history": history, "window": window,
-        "monitor": monitor.state_dict() if monitor is not None else None,
-    }
-    metadata = {k: json.dumps(v, default=_plain) for k, v in meta.items()}
-    metadata["sha256"] = _digest(tensors)
-    path = out_dir / f"ckpt-{step:06d}.safetensors"
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        save_file(tensors, str(tmp), metadata=metadata)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-    except OSError as e:  # e.g. disk full: drop the partial file, keep every earlier checkpoint
-        tmp.unlink(missing_ok=True)
-        kept = ", ".join(p.name for p in _checkpoints(out_dir)) or "none"
-        raise OSError(e.errno, f"could not write checkpoint {path} ({e.strerror or e}); the earlier "
-                      f"checkpoints are intact: {kept}") from e
-    tmp.replace(path)  # atomic: a crash leaves either the old file set or the new one, never half a file
-    for old in _checkpoints(out_dir)[:-recipe.keep_ckpts]:
-        old.unlink()
-    _write_json(out_dir / "history.json", history)
-    return path
-
-
-def load_checkpoint(path) -> dict:
-    """Read and verify one checkpoint; raises CheckpointError on anything unreadable or inconsistent."""
-    from safetensors import safe_open
-
-    path = Path(path)
-    try:
-        with safe_open(str(path), "pt") as f:
-            raw = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-        if raw.get("format") != json.dumps(CKPT_FORMAT):
-            raise CheckpointError(f"{path} is not a reca_nb training checkpoint (format {raw.get('format')})")
-        if raw.get("sha256") != _digest(tensors):
-            raise CheckpointError(f"{path} is corrupt (tensor checksum mismatch)")
-        meta = {k: json.loads(v) for k, v in raw.items() if k != "sha256"}
-    except CheckpointError:
-        raise
-    except Exception as e:  # truncated / garbled file: safetensors or json raised
-        raise CheckpointError(f"{path} is unreadable ({type(e).__name__}: {e})") from e
-    state = {"path": path, "step": meta["step"], "recipe": meta["recipe"], "history": meta["history"],
-             "arch": meta.get("arch"), "model_config": meta.get("model_config"),
-             "window": meta["window"], "monitor": meta["monitor"], "scheduler": meta["scheduler"]}
-    state["model"] = {k[6:]: v for k, v in tensors.items() if k.startswith("model/")}
-    optim_state = {}
-    for k, v in tensors.items():
-        if k.startswith("optim/"):
-            pid, name = k.split("/")[1:]
-            optim_state.setdefault(int(pid), {})[name] = v
-    for k, v in meta["optim_scalars"].items():
-        pid, name = k.split("/")
-        optim_state.setdefault(int(pid), {})[name] = v
-    state["optim"] = {"state": optim_state, "param_groups": meta["optim_groups"]}
-    py, npy = meta["rng_python"], meta["rng_numpy"]
-    state["rng"] = {"python": (py[0], tuple(py[1]), py[2]),
-                    "numpy": (npy[0], np.array(npy[1], dtype=np.uint32), *npy[2:]),
-                    "torch": tensors["rng/torch"], "data": tensors["rng/data"]}
-    cuda = sorted((k for k in tensors if k.startswith("rng/cuda/")), key=lambda k: int(k.split("/")[-1]))
-    if cuda:
-        state["rng"]["cuda"] = [tensors[k] for k in cuda]
-    return state
-
-
-def _find_checkpoint(out_dir, resume):
-    """None (fresh start) or the state of the newest readable checkpoint, falling back past corrupt ones."""
-    if resume in (None, False):
-        return None
-    if resume not in ("latest", True):
-        return load_checkpoint(resume)  # an explicit file must be good
-    candidates = _checkpoints(out_dir)[::-1]
-    if not candidates:
-        tqdm.write(f"resume='latest': no checkpoint in {out_dir} yet, starting from step 0")
-        return None
-    for path in candidates:
-        try:
-            return load_checkpoint(path)
-        except CheckpointError as e:
-            warnings.warn(f"{e}; falling back to the previous checkpoint", stacklevel=3)
-    raise CheckpointError(f"no readable checkpoint in {out_dir} (tried {[p.name for p in candidates]})")
-
-
-def _check_recipe(saved: dict, recipe: Recipe):
-    saved = {**WORLD_FIELDS, **saved}  # checkpoints written before the world options existed ran without them
-    now = json.loads(json.dumps(asdict(recipe)))
-    diff = {k: (saved.get(k), v) for k, v in now.items() if k not in RESUMABLE and saved.get(k) != v}
-    if diff:
-        raise ValueError("the checkpoint was trained with a different recipe; differing fields "
-                         f"(checkpoint, now): {diff}. Use a new out_dir or the same recipe.")
-
-
-def _check_model(state: dict, umm):
-    """The checkpoint must hold this architecture with this config (else: load_state_dict's mismatch wall)."""
-    saved = state.get("model_config") or {}
-    now = json.loads(json.dumps(asdict(umm.config), default=_plain))
-    diff = {k: (saved.get(k), v) for k, v in now.items() if saved.get(k) != v}
-    if state.get("arch") != umm.arch or diff:
-        raise CheckpointError(f"{state['path']} holds a {state.get('arch')!r} model with a different config "
-                              f"than this {umm.arch!r} one; differing model config fields (checkpoint, now): "
-                              f"{diff}. Use a new out_dir or the model it was trained from.")
+        set_rng_state(state)
 
 
 # ----------------------------------------------------------------------------- CLI
 
-CLI_KEYS = ("arch", "preset", "base", "out", "resume", "progress", "threads")
-# real checkpoints (hub weights, your own images): not in reca_nb.models.registry; their module's main() takes over
-REAL_ARCHS = {"janus-pro": "reca_nb.models.real.janus_pro"}
+CLI_KEYS = ("arch", "preset", "base", "out", "resume", "progress", "threads", "image_folder", "captions",
+            "max_images")
+LOADER_KEYS = ("model_id", "tiny", "dtype")  # hub models only: what to download, or the offline tiny twin
 USAGE = """usage: python -m reca_nb.train --arch=ARCH [--preset=reca|pretrain|control|ci|colab]
-       [--base=default|none|PATH] [--out=DIR] [--resume[=PATH]] [--threads=N] [--progress=False]
-       [--model.FIELD=V ...] [--RECIPE_FIELD=V ...]
-  --base=default loads data/checkpoints/ARCH.safetensors; --base=none builds a fresh model (seeded by
-  --seed; --model.* overrides its config). --out defaults to $RECA_NB_HOME/runs/ARCH-PRESET-SEED.
-  Real checkpoints on your own images: --arch=janus-pro --image_folder=DIR (see reca_nb.models.real.janus_pro)."""
+       [--base=default|none|PATH] [--image_folder=DIR [--captions=FILE.csv|.jsonl] [--max_images=N]]
+       [--out=DIR] [--resume[=PATH]] [--threads=N] [--progress=False] [--model.FIELD=V ...] [--RECIPE_FIELD=V ...]
+  Miniatures: --base=default loads data/checkpoints/ARCH.safetensors; --base=none builds a fresh model (seeded
+  by --seed; --model.* overrides its config). Hub models (--arch=janus-pro | openuni-real) also take
+  [--model_id=ID|PATH] [--tiny] [--dtype=auto|bfloat16|float16|float32] and train LoRA adapters by default.
+  --image_folder trains on your own images (RecA, plus I2T when captions exist) instead of shape world.
+  --out defaults to $RECA_NB_HOME/runs/ARCH-PRESET-SEED. Multi-GPU: accelerate launch -m reca_nb.train ..."""
 
 
 def main(argv=None):
-    from reca_nb.models import registry
     from reca_nb.config import apply_overrides, parse_overrides
+    from reca_nb.memory import estimate_memory, format_memory
     from reca_nb.paths import cache_dir
-    from reca_nb.recipe import preset
 
     print = launch_print()
     argv = sys.argv[1:] if argv is None else argv
@@ -677,38 +494,96 @@ def main(argv=None):
         print(USAGE)
         return None
     args = parse_overrides(argv)
-    if args.get("arch") in REAL_ARCHS:
-        import importlib
-
-        return importlib.import_module(REAL_ARCHS[args["arch"]]).main(argv)
     cli = {k: args.pop(k) for k in CLI_KEYS if k in args}
+    real = cli.get("arch") in _REAL
+    loader_kw = {k: args.pop(k) for k in LOADER_KEYS if k in args} if real else {}
     model_kw = {k[6:]: args.pop(k) for k in list(args) if k.startswith("model.")}
     if "arch" not in cli:
-        raise SystemExit(f"--arch is required; valid: {', '.join(registry.available())}\n{USAGE}")
+        from reca_nb.models import registry
+
+        raise SystemExit(f"--arch is required; valid: {', '.join(registry.available() + tuple(_REAL))}\n{USAGE}")
     arch, name = cli["arch"], cli.get("preset", "reca")
-    recipe = apply_overrides(preset(arch, name), args)
+    folder = _folder(cli)
+    recipe = _recipe(arch, name, folder)
+    recipe = apply_overrides(recipe, args)
     if "threads" in cli:
         torch.set_num_threads(int(cli["threads"]))
-    base = str(cli.get("base", "default"))
-    if base == "none":
-        torch.manual_seed(recipe.seed)  # a fresh model is a function of the seed too
-        model = registry.build(arch, **model_kw)
-    else:
-        if model_kw:
-            raise SystemExit("--model.* overrides need --base=none (a loaded checkpoint fixes the config)")
-        model = registry.load_base(arch, None if base == "default" else base)
+    model, base = _model(arch, cli, loader_kw, model_kw, recipe)
     out = Path(cli["out"]) if "out" in cli else cache_dir() / "runs" / f"{arch}-{name}-{recipe.seed}"
+    progress = cli.get("progress", True) is not False
+    if folder is not None:
+        folder.pool(model.image_size, progress=progress, warn=False)  # read once here; train() reuses it
+        print(folder.report() + ("" if folder.captions else " (no captions: I2T mixing off)"))
     print(f"recipe ({name} preset for {arch}; overrides: {sorted(args) or 'none'}):")
     for k, v in asdict(recipe).items():
         print(f"  {k:<20} = {v!r}")
     print(f"model: {type(model).__name__} ({sum(p.numel() for p in model.parameters()) / 1e6:.2f} M params, "
           f"base={base}); out_dir: {out}")
+    if real:
+        print(format_memory(estimate_memory(model, recipe)))
     resume = cli.get("resume")
     history = train(model, recipe, out_dir=out, resume="latest" if resume is True else resume,
-                    progress=cli.get("progress", True) is not False)
+                    progress=progress, data=folder.batches if folder is not None else None)
     last = [r for r in history if "loss" in r][-1:] or [{}]
-    print(f"done: {recipe.steps} steps; last row {last[0]}; model at {out / 'model.safetensors'}")
+    kept = "adapters.safetensors" if recipe.freeze == "lora" else "model.safetensors"
+    print(f"done: {recipe.steps} steps; last row {last[0]}; {kept} in {out}")
     return history
+
+
+# hub models: module:function that loads them (the miniatures come from reca_nb.models.registry)
+_REAL = {"janus-pro": "reca_nb.models.real.janus_pro:load", "openuni-real": "reca_nb.models.real.openuni:load"}
+
+
+def _folder(cli: dict):
+    """Your own images (--image_folder), or None for shape world."""
+    if "image_folder" not in cli:
+        if "captions" in cli or "max_images" in cli:
+            raise ValueError("--captions and --max_images need --image_folder")
+        if cli.get("arch") in _REAL:
+            raise SystemExit(f"--image_folder is required: --arch={cli['arch']} trains on your own images\n{USAGE}")
+        return None
+    from reca_nb.world.folder import ImageFolder
+
+    return ImageFolder(cli["image_folder"], captions=cli.get("captions"), max_images=cli.get("max_images"))
+
+
+def _recipe(arch: str, name: str, folder) -> Recipe:
+    """The named preset; on a folder without captions there is no I2T data, so the I2T mix is off."""
+    from dataclasses import replace
+
+    if arch == "janus-pro":
+        from reca_nb.models.real import janus_pro
+
+        recipe = janus_pro.recipe()
+    else:
+        from reca_nb.recipe import preset
+
+        recipe = preset(arch, name)
+    if folder is not None and not folder.captions:
+        recipe = replace(recipe, lambda_i2t=0.0, i2t_ratio=0.0)
+    return recipe
+
+
+def _model(arch: str, cli: dict, loader_kw: dict, model_kw: dict, recipe: Recipe) -> tuple:
+    """(model, a label of where it came from): a hub model, a shipped base, a checkpoint file or a fresh one."""
+    from reca_nb.models import registry
+
+    if arch in _REAL:
+        import importlib
+
+        module, _, fn = _REAL[arch].partition(":")
+        kw = {**model_kw, **loader_kw}
+        if "tiny" in kw:
+            kw["tiny"] = bool(kw["tiny"])
+        label = kw.get("model_id") or ("tiny random twin" if kw.get("tiny") else "hub default")
+        return getattr(importlib.import_module(module), fn)(**kw), label
+    base = str(cli.get("base", "default"))
+    if base == "none":
+        torch.manual_seed(recipe.seed)  # a fresh model is a function of the seed too
+        return registry.build(arch, **model_kw), base
+    if model_kw:
+        raise SystemExit("--model.* overrides need --base=none (a loaded checkpoint fixes the config)")
+    return registry.load_base(arch, None if base == "default" else base), base
 
 
 def launch_print():

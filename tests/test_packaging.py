@@ -181,9 +181,11 @@ def test_make_lab_binds_localhost_without_browser():
 
 def test_make_targets_call_modules_that_exist():
     text = (REPO_ROOT / "Makefile").read_text()
-    modules = set(re.findall(r"-m (reca_nb\.\w+)", text))
-    assert {"reca_nb.build.fit_tokenizers", "reca_nb.build.fit_clip", "reca_nb.build.fit_scorer", "reca_nb.build.pretrain"} <= modules
-    missing = [m for m in sorted(modules) if not (REPO_ROOT / (m.replace(".", "/") + ".py")).exists()]
+    modules = set(re.findall(r"-m (reca_nb(?:\.\w+)+)", text))
+    assert {"reca_nb.build.fit_tokenizers", "reca_nb.build.fit_clip", "reca_nb.build.fit_scorer",
+            "reca_nb.build.pretrain", "reca_nb.reproduce"} <= modules
+    missing = [m for m in sorted(modules) if not ((path := REPO_ROOT / m.replace(".", "/")).with_suffix(".py").exists()
+                                                  or (path / "__main__.py").exists())]
     missing += [s for s in re.findall(r"\$\(PY\) ((?:tools|benchmarks)/\S+\.py)", text)
                 if not (REPO_ROOT / s).exists()]
     assert not missing, f"Makefile calls files that do not exist: {missing}"

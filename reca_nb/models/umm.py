@@ -37,6 +37,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from reca_nb.paths import atomic_write
+
 GROUPS = ("understanding", "generation", "shared", "frozen")
 
 
@@ -150,13 +152,8 @@ class UMM(nn.Module):
         path.parent.mkdir(parents=True, exist_ok=True)
         meta = {"arch": self.arch, "config": json.dumps(asdict(self.config)), **(extra or {})}
         state = {k: v.detach().contiguous().clone() for k, v in self.state_dict().items()}
-        tmp = path.with_name(path.name + ".tmp")
-        try:
-            save_file(state, str(tmp), metadata={k: str(v) for k, v in meta.items()})
-            tmp.replace(path)  # atomic: a failed write (disk full) leaves the previous file intact
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        # atomic: a failed write (disk full) leaves the previous file intact
+        atomic_write(path, lambda tmp: save_file(state, str(tmp), metadata={k: str(v) for k, v in meta.items()}))
 
     @classmethod
     def load(cls, path, **overrides):
