@@ -156,8 +156,8 @@ explorer.explore(runs)
 # (token agreement 1.0 from the first step): the collapse of §3.2 reproduces. Blur at full resolution removes
 # most of the shortcut (loss ≈ 4× the copy run's). The downstream claim does **not** reproduce here: every RecA
 # arm ends *below* the base on GenEval-mini — Show-o VQ conditioned on its own VQ codes loses its text
-# conditioning, the bottlenecked arms most of all. This matches the prototype's finding that RecA on raw VQ codes
-# hurts T2I; the paper's main Show-o variant conditions on CLIP features (notebook 01). Checked below on the
+# conditioning, the bottlenecked arms most of all (notebook 08 shows why: these bases cannot read their own
+# understanding embedding); the paper's main Show-o variant conditions on CLIP features. Checked below on the
 # shipped numbers:
 
 # %%

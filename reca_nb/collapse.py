@@ -6,11 +6,11 @@ by 4k, and keeps falling"). A bottlenecked run keeps a floor: it must *generate*
 
 The signal is the ratio of the RecA loss (an EMA) to a reference loss:
   * reference given (best): the loss of a bottlenecked run at the same step (a float, a per-step sequence or a
-    callable step -> loss). Collapse when ratio < threshold, e.g. 1/5. In the CPU prototype at step 400 the
-    copy path (same 64 VQ tokens in and out) reached 0.024 vs 0.271 bottlenecked (ratio 0.09); blur: 0.41.
+    callable step -> loss). Collapse when ratio < threshold, e.g. 1/5: a copying run falls an order of
+    magnitude below a bottlenecked one, a blurred input stays within a factor of ~2.5.
   * no reference: the run's own EMA after `warmup` steps times `factor`. A healthy run also falls a lot from
-    its start (prototype: 1.5 -> 0.27, ratio 0.18), a copying one much more (1.0 -> 0.024, ratio 0.024),
-    so the default threshold is 1/20.
+    its start (to ~1/5), a copying one much more (to ~1/40), so the default threshold is 1/20.
+  (The measurements behind these thresholds are in data/README.md, "Copy collapse: the monitor's thresholds".)
 It also fires when the EMA falls below `floor` (loss -> 0; meaningful for CE losses, not for diffusion or
 flow losses, whose noise term never vanishes), or when `model.token_agreement(...)` (VQ-in / VQ-out models:
 fraction of understanding tokens equal to target tokens) is >= `agreement`.
