@@ -58,7 +58,6 @@ if "google.colab" in sys.modules and not os.path.isdir("/content/reca_nb"):
           "the top (this cell then skips the install).")
 
 # %%
-import importlib.util
 import time
 from dataclasses import replace
 
@@ -158,8 +157,8 @@ assert model.n_gen == model.n_und  # Janus-Pro: 576 SigLIP tokens in, 576 VQ cod
 # and the answer the model must produce is the image's own VQ codes.
 
 # %%
-ids, _ = model._gen_prefix(["Describe the image in detail."], with_image=True)
-text = model.tok.decode(ids[0]).replace("<image_placeholder>" * model.n_und, f"<image_placeholder> x {model.n_und}")
+text = model.format_reca_sample("Describe the image in detail.")
+text = text.replace("<image_placeholder>" * model.n_und, f"<image_placeholder> x {model.n_und}")
 print(text + f"  ->  {model.n_gen} VQ codes")
 
 # %% [markdown]
@@ -290,7 +289,9 @@ assert gap < 0.05  # the same pictures for the same seeds (bf16 merges may flip 
 # the same loop trains it.
 
 # %%
-if RUN_OPENUNI and importlib.util.find_spec("reca_nb.models.real.openuni") is not None:
+if RUN_OPENUNI:
+    from IPython.display import display
+
     from reca_nb.models.real import openuni as real_openuni
     from reca_nb.recipe import Recipe
 
@@ -312,10 +313,10 @@ if RUN_OPENUNI and importlib.util.find_spec("reca_nb.models.real.openuni") is no
     ou_history = train(ou, ou_recipe, out_dir=RUN_DIR / "openuni", data=folder.batches)
     ou_after = ou_samples()
     assert all(torch.isfinite(torch.tensor(r["loss_reca"])) for r in ou_history)
-    display(plotting.image_grid(torch.cat([ou_before, ou_after]), nrow=4, titles=ou_prompts * 2,  # noqa: F821
+    display(plotting.image_grid(torch.cat([ou_before, ou_after]), nrow=4, titles=ou_prompts * 2,
                                 title="OpenUni-style · top: before · bottom: after RecA"))
 else:
-    print("skipped: reca_nb.models.real.openuni is not installed here (or RUN_OPENUNI = False)")
+    print("skipped: RUN_OPENUNI = False")
 
 # %% [markdown]
 # ## Time per phase

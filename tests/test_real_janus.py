@@ -41,11 +41,12 @@ def test_tiny_model_speaks_the_umm_interface(tiny):
     cond = m.understanding_embedding(x)
     assert cond.shape == (2, 16, m.hf.config.text_config.hidden_size)
     # the RecA prompt is Janus-Pro's chat turn with the image slots expanded, ending in <begin_of_image>
-    ids, mask = m._gen_prefix(["Describe the image."], with_image=True)
-    text = m.tok.decode(ids[0])
-    assert text.startswith(janus_pro.BOS + "<|User|>: <begin_of_image>") and text.endswith(
+    text = m.format_reca_sample("Describe the image.")
+    assert text.startswith("<|User|>: <begin_of_image>") and text.endswith(
         "Describe the image.\n\n<|Assistant|>:<begin_of_image>")
-    assert (ids == m.img_id).sum() == m.n_und
+    assert text.count(janus_pro.IMAGE) == m.n_und
+    ids, _ = m._gen_prefix(["Describe the image."], with_image=True)
+    assert m.tok.decode(ids[0]) == janus_pro.BOS + text and (ids == m.img_id).sum() == m.n_und
     for loss in (m.reca_loss(x, ["Describe.", "What is here?"], x), m.i2t_loss(x, ["a cat", "two dogs"]),
                  m.generation_loss(x, ["a cat", "a dog"])):
         assert loss.ndim == 0 and np.log(m.hf.config.vq_config.num_embeddings) / 3 < loss.item() < 10

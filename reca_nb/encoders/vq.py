@@ -39,6 +39,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from reca_nb.paths import DATA_DIR, cache_dir
+from reca_nb.world.images import check_image_batch
 
 VQ_FILE = DATA_DIR / "tokenizers" / "vq.safetensors"
 PATCH = 4
@@ -49,20 +50,7 @@ FIT_SIZES = (16, 32, 64)
 
 def check_images(images, multiple: int = PATCH) -> torch.Tensor:
     """Validate a (B,3,H,W) float batch in [0,1] with H, W multiples of `multiple`; clear errors otherwise."""
-    if not isinstance(images, torch.Tensor):
-        raise TypeError(f"images must be a torch.Tensor (B,3,H,W) in [0,1], got {type(images).__name__}; "
-                        "use reca_nb.world.images.as_image_batch to convert PIL/numpy inputs")
-    if images.dim() != 4 or images.shape[1] != 3:
-        raise ValueError(f"images must have shape (B,3,H,W), got {tuple(images.shape)}")
-    if not images.is_floating_point():
-        raise ValueError(f"images must be a float tensor in [0,1], got dtype {images.dtype}")
-    H, W = images.shape[-2:]
-    if H % multiple or W % multiple:
-        raise ValueError(f"image height and width must be multiples of {multiple}, got {H}x{W}")
-    if images.numel() and (images.min() < -1e-3 or images.max() > 1 + 1e-3):
-        lo, hi = images.min().item(), images.max().item()
-        raise ValueError(f"image values must lie in [0,1], got range [{lo:.3f}, {hi:.3f}]")
-    return images
+    return check_image_batch(images, multiple=multiple, strict=True)
 
 
 def to_patches(images: torch.Tensor) -> torch.Tensor:

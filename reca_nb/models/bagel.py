@@ -48,7 +48,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from reca_nb.world import text
-from reca_nb.models.common import gen_device
+from reca_nb.models.common import FrozenParts, gen_device
 from reca_nb.models.umm import UMM
 
 
@@ -137,7 +137,7 @@ class MoTLayer(nn.Module):
         return x + torch.cat([mu, mg], 1)
 
 
-class BagelMini(UMM):
+class BagelMini(FrozenParts, UMM):
     arch = "bagel"
     config_cls = BagelMiniConfig
 
@@ -150,7 +150,7 @@ class BagelMini(UMM):
 
         cfg = copy.deepcopy(config) if config is not None else BagelMiniConfig()
         self.tok = text.tokenizer()
-        self._frozen = {"clip": clip, "ae": ae}  # a dict, so nn.Module does not register them as submodules
+        self._init_frozen(clip=clip, ae=ae)
         if cfg.vocab_size == 0:
             cfg.vocab_size = len(self.tok)
         if cfg.clip_width == 0:
@@ -194,44 +194,6 @@ class BagelMini(UMM):
             nn.init.normal_(m.weight, std=0.02)
             if getattr(m, "bias", None) is not None:
                 nn.init.zeros_(m.bias)
-
-    # ------------------------------------------------------------------ frozen, shared parts (not owned)
-    @property
-    def clip(self):
-        if self._frozen["clip"] is None:
-            from reca_nb.encoders.clip import load_clip
-
-            self._frozen["clip"] = load_clip()
-        return self._on_device("clip")
-
-    @property
-    def ae(self):
-        if self._frozen["ae"] is None:
-            from reca_nb.encoders.autoencoder import load_ae
-
-            ae = load_ae()
-            if (ae.latent_channels, ae.factor) != (self.config.latent_channels, self.config.ae_factor):
-                raise ValueError(f"load_ae() gives {ae.latent_channels} channels at factor {ae.factor}; this "
-                                 f"model was built for {self.config.latent_channels} at "
-                                 f"{self.config.ae_factor}")
-            self._frozen["ae"] = ae
-        return self._on_device("ae")
-
-    def _on_device(self, name: str):
-        """Move a shared frozen part to this model's device the first time it is used there."""
-        obj, dev = self._frozen[name], self.device
-        if self._frozen.get(name + "_device") != dev:
-            if hasattr(obj, "to"):
-                obj.to(dev)
-            self._frozen[name + "_device"] = dev
-        return obj
-
-    def attach(self, clip=None, ae=None) -> "BagelMini":
-        """Use these frozen CLIP / autoencoder objects instead of the shared loaders (tests, ablations)."""
-        for name, obj in (("clip", clip), ("ae", ae)):
-            if obj is not None:
-                self._frozen.update({name: obj, name + "_device": None})
-        return self
 
     # ------------------------------------------------------------------ sequence building
     # A sequence is a list of spans; each span is (embeddings (B, L, d), valid (B, L), new_id (B, L)):

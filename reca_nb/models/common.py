@@ -1,5 +1,6 @@
-"""Parts several UMMs share: the prefix-LM captioner (Harmon, OpenUni), random draws on the generator's
-device, and the transformers compatibility shims (KV-cache keyword, activation checkpointing)."""
+"""Parts several UMMs share: the frozen CLIP / autoencoder they load but never own (Harmon, BAGEL, OpenUni),
+the tiny Qwen2 LLM (Harmon, OpenUni), the prefix-LM captioner (Harmon, OpenUni), random draws on the
+generator's device, and the transformers compatibility shims (KV-cache keyword, activation checkpointing)."""
 from __future__ import annotations
 
 import functools
@@ -7,6 +8,76 @@ import inspect
 
 import torch
 from torch import nn
+
+
+class FrozenParts:
+    """The frozen, shared CLIP and autoencoder of a miniature (`reca_nb.encoders.clip.load_clip`,
+    `reca_nb.encoders.autoencoder.load_ae`): loaded on first use (or attached), moved to the model's device the
+    first time they are used there, and never registered as submodules, so they are not in the state_dict or
+    checkpoint. The host calls `self._init_frozen(clip=..., ae=...)` in `__init__` (None = the shared loader)
+    and has `config.latent_channels` / `config.ae_factor` if it uses the autoencoder."""
+
+    def _init_frozen(self, **parts) -> None:
+        self._frozen = dict(parts)  # a dict, so nn.Module does not register them as submodules
+
+    def _load(self, name: str):
+        """The frozen part `name` ("clip" / "ae"): as attached, else from the shared cached loader."""
+        if self._frozen[name] is None:
+            if name == "clip":
+                from reca_nb.encoders.clip import load_clip
+
+                self._frozen["clip"] = load_clip()
+            else:
+                from reca_nb.encoders.autoencoder import load_ae
+
+                self._frozen["ae"] = load_ae()
+        obj = self._frozen[name]
+        if name == "ae":
+            want = (self.config.latent_channels, self.config.ae_factor)
+            if (obj.latent_channels, obj.factor) != want:
+                raise ValueError(f"the autoencoder gives {obj.latent_channels} channels at factor "
+                                 f"{obj.factor}; this model was built for {want[0]} at {want[1]}")
+        return obj
+
+    @property
+    def clip(self):
+        return self._on_device("clip")
+
+    @property
+    def ae(self):
+        return self._on_device("ae")
+
+    def _on_device(self, name: str):
+        """Move a shared frozen part to this model's device the first time it is used there."""
+        obj, dev = self._load(name), self.device
+        if self._frozen.get(name + "_device") != dev:
+            if hasattr(obj, "to"):
+                obj.to(dev)
+            self._frozen[name + "_device"] = dev
+        return obj
+
+    def attach(self, clip=None, ae=None):
+        """Use these frozen CLIP / autoencoder objects instead of the shared loaders (tests, ablations)."""
+        for name, obj in (("clip", clip), ("ae", ae)):
+            if obj is not None:
+                if name not in self._frozen:
+                    raise TypeError(f"{type(self).__name__} has no frozen {name}")
+                self._frozen.update({name: obj, name + "_device": None})
+        return self
+
+
+def tiny_qwen2(vocab_size: int, d: int, layers: int, heads: int, kv_heads: int, ffn: int, max_positions: int,
+               tied: bool, tok) -> nn.Module:
+    """A randomly initialised `transformers.Qwen2ForCausalLM` of the given size, with the special ids of the
+    shared word tokenizer `tok` (reca_nb.world.text) and no KV cache in training forwards."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    llm = Qwen2ForCausalLM(Qwen2Config(
+        vocab_size=vocab_size, hidden_size=d, intermediate_size=ffn, num_hidden_layers=layers,
+        num_attention_heads=heads, num_key_value_heads=kv_heads, max_position_embeddings=max_positions,
+        tie_word_embeddings=tied, pad_token_id=tok.pad_id, bos_token_id=tok.bos_id, eos_token_id=tok.eos_id))
+    llm.config.use_cache = False
+    return llm
 
 
 class PrefixLMCaptioner:

@@ -1,7 +1,7 @@
 """Harmon in miniature: ONE shared MAR encoder feeds understanding and generation (RecA Sec. 4, App. Harmon).
 
-Harmon (Wu et al. 2025; reca_anchors.md A.3) puts a Qwen2.5 LLM between the encoder and the decoder of MAR
-(Li et al. 2024, "Autoregressive image generation without vector quantization"). Every image lives as
+Harmon (Wu et al. 2025; official repo wusize/Harmon) puts a Qwen2.5 LLM between the encoder and the
+decoder of MAR (Li et al. 2024, "Autoregressive image generation without vector quantization"). Every image lives as
 continuous VAE latents; the *same* MAR encoder reads them for understanding and for generation:
 
     understanding   latents (unmasked) -> MAR encoder -> proj_in -> [LLM: image embeds, then text] -> LM head
@@ -62,17 +62,13 @@ Miniature choices (each a well-kept library class where one fits):
 
 How the base is made (`pretrain_stages`, run by `python -m reca_nb.build.pretrain --arch=harmon`): the real Harmon
 starts from a Qwen2.5 that already reads text and a pretrained MAR; the mini's LLM starts from nothing.
-  stage "t2i"    T2I alone (1200 steps): the whole model learns to generate from the prompt through the LLM
-  stage "joint"  T2I + I2T 1:1 (1200 steps): the LLM also learns to caption; T2I keeps working
-Trained jointly from the start (one stage), T2I stayed near chance (GenEval-mini 0.15-0.27): with Qwen2-scale
-word embeddings the prompt barely reached the image tokens; with std-1 embeddings captioning learned slowly
-(I2T exact 0.48 after 1200 steps) and T2I did not rise either. The measurements are in data/README.md
-("Harmon: what made the base").
+  stage "t2i"    T2I alone: the whole model learns to generate from the prompt through the LLM
+  stage "joint"  T2I + I2T 1:1: the LLM also learns to caption; T2I keeps working
+Why two stages, and the runs behind each choice: data/README.md, "Harmon: what made the base".
 """
 from __future__ import annotations
 
 import copy
-import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -81,8 +77,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from reca_nb.world import text
+from reca_nb.world.images import check_image_batch
 from reca_nb.config import check_choices
-from reca_nb.models.common import PrefixLMCaptioner, gen_device
+from reca_nb.models.common import FrozenParts, PrefixLMCaptioner, gen_device, tiny_qwen2
+from reca_nb.models.mar import DiffusionHead, ScaleGradient, blocks, n_masked_after, random_mask, resize_pos
 from reca_nb.models.umm import UMM
 
 UNCOND_PROMPT = "generate an image ."  # Harmon's cfg_prompt / unconditional prompt "Generate an image."
@@ -142,86 +140,7 @@ class HarmonMiniConfig:
         check_choices(self)
 
 
-class _ScaleGradient(torch.autograd.Function):
-    """Identity forward, gradient times `scale` backward (Harmon's `_ScaleGradient` on the RecA features)."""
-
-    @staticmethod
-    def forward(ctx, x, scale):
-        ctx.scale = scale
-        return x.view_as(x)
-
-    @staticmethod
-    def backward(ctx, grad):
-        return grad * ctx.scale, None
-
-
-def _blocks(dim: int, layers: int, heads: int, mlp_ratio: float) -> nn.TransformerEncoder:
-    """A stack of pre-norm ViT blocks + final LayerNorm (timm `Block` x depth + `norm`, as in MAR)."""
-    layer = nn.TransformerEncoderLayer(dim, heads, int(dim * mlp_ratio), dropout=0.0, activation="gelu",
-                                       batch_first=True, norm_first=True, layer_norm_eps=1e-6)
-    return nn.TransformerEncoder(layer, layers, norm=nn.LayerNorm(dim, eps=1e-6), enable_nested_tensor=False)
-
-
-def _resize_pos(pe: torch.Tensor, side: int, h: int, w: int) -> torch.Tensor:
-    """Learned (1, side*side, C) grid embedding -> (1, h*w, C), bilinear (MAR's get_*_pos_embed)."""
-    if (h, w) == (side, side):
-        return pe
-    grid = pe.reshape(1, side, side, -1).permute(0, 3, 1, 2)  # (1, C, side, side)
-    grid = F.interpolate(grid, size=(h, w), mode="bilinear", align_corners=False)
-    return grid.permute(0, 2, 3, 1).reshape(1, h * w, -1)
-
-
-class _AdaLNBlock(nn.Module):
-    """MAR's ResBlock: x + gate * MLP(LN(x) * (1 + scale) + shift), modulation from the condition y."""
-
-    def __init__(self, width: int):
-        super().__init__()
-        self.norm = nn.LayerNorm(width, eps=1e-6)
-        self.mlp = nn.Sequential(nn.Linear(width, width), nn.SiLU(), nn.Linear(width, width))
-        self.ada = nn.Sequential(nn.SiLU(), nn.Linear(width, 3 * width))
-
-    def forward(self, x, y):
-        shift, scale, gate = self.ada(y).chunk(3, dim=-1)
-        return x + gate * self.mlp(self.norm(x) * (1 + scale) + shift)
-
-
-class DiffusionHead(nn.Module):
-    """MAR's SimpleMLPAdaLN: predicts the noise eps (or v) of one noisy token x_t (N, C) given timestep t (N,)
-    and the decoder's condition z (N, Z). Modulations and the output layer start at zero (prediction = 0), so
-    the condition z gets a gradient only after the first two updates."""
-
-    def __init__(self, channels: int, z_dim: int, width: int, depth: int):
-        super().__init__()
-        from diffusers.models.embeddings import TimestepEmbedding, Timesteps
-
-        self.time_proj = Timesteps(256, flip_sin_to_cos=True, downscale_freq_shift=0)  # [cos | sin], as MAR
-        self.time_embed = TimestepEmbedding(256, width)  # Linear -> SiLU -> Linear
-        self.cond_embed = nn.Linear(z_dim, width)
-        self.input_proj = nn.Linear(channels, width)
-        self.blocks = nn.ModuleList(_AdaLNBlock(width) for _ in range(depth))
-        self.final_norm = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
-        self.final_ada = nn.Sequential(nn.SiLU(), nn.Linear(width, 2 * width))
-        self.out = nn.Linear(width, channels)
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                nn.init.xavier_uniform_(m.weight)
-                nn.init.zeros_(m.bias)
-        for lin in (self.time_embed.linear_1, self.time_embed.linear_2):
-            nn.init.normal_(lin.weight, std=0.02)
-        for lin in [b.ada[-1] for b in self.blocks] + [self.final_ada[-1], self.out]:
-            nn.init.zeros_(lin.weight)
-            nn.init.zeros_(lin.bias)
-
-    def forward(self, x, t, z):
-        y = self.time_embed(self.time_proj(t).to(x.dtype)) + self.cond_embed(z)  # (N, W)
-        h = self.input_proj(x)  # (N, W)
-        for block in self.blocks:
-            h = block(h, y)
-        shift, scale = self.final_ada(y).chunk(2, dim=-1)
-        return self.out(self.final_norm(h) * (1 + scale) + shift)  # (N, C)
-
-
-class HarmonMini(PrefixLMCaptioner, UMM):
+class HarmonMini(FrozenParts, PrefixLMCaptioner, UMM):
     arch = "harmon"
     config_cls = HarmonMiniConfig
     # how the base is made (module docstring): T2I alone first, so the prompt route through the LLM forms
@@ -231,7 +150,6 @@ class HarmonMini(PrefixLMCaptioner, UMM):
     def __init__(self, config: HarmonMiniConfig | None = None, ae=None):
         super().__init__()
         from diffusers import DDPMScheduler
-        from transformers import Qwen2Config, Qwen2ForCausalLM
 
         c = copy.deepcopy(config) if config is not None else HarmonMiniConfig()
         self.tok = text.tokenizer()
@@ -248,7 +166,7 @@ class HarmonMini(PrefixLMCaptioner, UMM):
         if not 0.0 < c.mask_ratio_min <= 1.0:
             raise ValueError(f"mask_ratio_min must be in (0, 1], got {c.mask_ratio_min}")
         self.config = c
-        self._frozen = {"ae": ae, "ae_device": None}  # a dict, so nn.Module does not register the AE
+        self._init_frozen(ae=ae)
         self.side = c.image_size // self.token_px  # token grid side of a generated image (4)
         self.seq_len = self.side ** 2  # 16 image tokens
         self.token_dim = c.latent_channels * c.patch_size ** 2  # 16
@@ -262,7 +180,7 @@ class HarmonMini(PrefixLMCaptioner, UMM):
             self.buffer_embed = nn.Parameter(torch.randn(1, 1, E) * 0.02)  # Harmon's mar.fake_latent
             self.enc_pos_buffer = nn.Parameter(torch.randn(1, nb, E) * 0.02)
             self.enc_pos = nn.Parameter(torch.randn(1, self.seq_len, E) * 0.02)
-            self.encoder = _blocks(E, c.enc_layers, c.enc_heads, c.mlp_ratio)
+            self.encoder = blocks(E, c.enc_layers, c.enc_heads, c.mlp_ratio)
             # --- projections between MAR and the LLM (Harmon's build_mlp: Linear -> SiLU -> Linear)
             self.proj_in = nn.Sequential(nn.Linear(E, c.d_llm), nn.SiLU(), nn.Linear(c.d_llm, c.d_llm))
             self.proj_out = nn.Sequential(nn.Linear(c.d_llm, c.d_llm), nn.SiLU(), nn.Linear(c.d_llm, E))
@@ -271,7 +189,7 @@ class HarmonMini(PrefixLMCaptioner, UMM):
             self.mask_token = nn.Parameter(torch.randn(1, 1, D) * 0.02)
             self.dec_pos_buffer = nn.Parameter(torch.randn(1, nb, D) * 0.02)
             self.dec_pos = nn.Parameter(torch.randn(1, self.seq_len, D) * 0.02)
-            self.decoder = _blocks(D, c.dec_layers, c.dec_heads, c.mlp_ratio)
+            self.decoder = blocks(D, c.dec_layers, c.dec_heads, c.mlp_ratio)
             self.diffusion_pos = nn.Parameter(torch.randn(1, self.seq_len, D) * 0.02)
             for m in (self.z_proj, self.proj_in, self.proj_out, self.decoder_embed, self.encoder,
                       self.decoder):
@@ -281,18 +199,12 @@ class HarmonMini(PrefixLMCaptioner, UMM):
                         nn.init.zeros_(sub.bias)
             self.diffloss = DiffusionHead(C, D, c.diff_width, c.diff_depth)
             # --- the LLM (shared), with its tied LM head for captions
-            self.llm = Qwen2ForCausalLM(Qwen2Config(
-                vocab_size=c.vocab_size, hidden_size=c.d_llm, intermediate_size=c.llm_ffn,
-                num_hidden_layers=c.llm_layers, num_attention_heads=c.llm_heads,
-                num_key_value_heads=c.llm_kv_heads, max_position_embeddings=c.max_positions,
-                tie_word_embeddings=c.llm_tie_embeddings, pad_token_id=self.tok.pad_id,
-                bos_token_id=self.tok.bos_id, eos_token_id=self.tok.eos_id))
-            self.llm.config.use_cache = False
-            # Prompt words enter the LLM on the scale of the image tokens from proj_in (~1 per dimension). At
-            # Qwen2's 0.02 the image tokens are ~50x larger; a token whose own residual stream is that large
-            # barely moves with what it attends to, so the prompt hardly reached the image tokens (prompt gap
-            # 14-27 % vs 33-45 % at std 1, T2I alone). Trained jointly from the start, std 1 slows I2T
-            # instead: hence the T2I stage first (pretrain_stages). Measured in data/README.md ("Harmon").
+            self.llm = tiny_qwen2(c.vocab_size, c.d_llm, c.llm_layers, c.llm_heads, c.llm_kv_heads, c.llm_ffn,
+                                  c.max_positions, c.llm_tie_embeddings, self.tok)
+            # Prompt words enter the LLM on the scale of the image tokens from proj_in (~1 per dimension): at
+            # Qwen2's 0.02 the image tokens are ~50x larger and barely move with what they attend to, so the
+            # prompt hardly reaches them. Trained jointly from the start, std 1 slows I2T instead: hence the T2I
+            # stage first (pretrain_stages). The runs: data/README.md, "Harmon: what made the base".
             emb = self.llm.get_input_embeddings().weight
             nn.init.normal_(emb, std=c.llm_embed_std)
             emb.data[self.tok.pad_id] = 0  # the padding row stays zero (it gets no gradient)
@@ -301,40 +213,8 @@ class HarmonMini(PrefixLMCaptioner, UMM):
                                        beta_schedule="squaredcos_cap_v2", prediction_type=c.prediction_type,
                                        clip_sample=False)
 
-    # ------------------------------------------------------------------ the frozen autoencoder (not owned)
-    @property
-    def ae(self):
-        if self._frozen["ae"] is None:
-            from reca_nb.encoders.autoencoder import load_ae
-
-            self._frozen["ae"] = load_ae()
-        ae = self._frozen["ae"]
-        if (ae.latent_channels, ae.factor) != (self.config.latent_channels, self.config.ae_factor):
-            raise ValueError(f"the autoencoder gives {ae.latent_channels} channels at factor {ae.factor}; "
-                             f"this model was built for {self.config.latent_channels} at "
-                             f"{self.config.ae_factor}")
-        if self._frozen["ae_device"] != self.device:
-            if hasattr(ae, "to"):
-                ae.to(self.device)
-            self._frozen["ae_device"] = self.device
-        return ae
-
-    def attach(self, ae=None) -> "HarmonMini":
-        """Use this frozen autoencoder instead of the shared `load_ae()` (tests, ablations)."""
-        if ae is not None:
-            self._frozen.update(ae=ae, ae_device=None)
-        return self
-
     def _check_images(self, images, size: int | None, what: str) -> torch.Tensor:
-        if not isinstance(images, torch.Tensor) or images.dim() != 4 or images.shape[1] != 3:
-            shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
-            raise ValueError(f"{what} must be a float tensor (B,3,H,W) in [0,1], got {shape}; "
-                             "use reca_nb.world.images.as_image_batch to convert")
-        H, W = images.shape[-2:]
-        f = self.token_px
-        if (size is not None and (H, W) != (size, size)) or H % f or W % f:
-            want = f"{size}x{size}" if size is not None else f"a multiple of {f}"
-            raise ValueError(f"{what} must be {want} pixels, got {H}x{W}")
+        images = check_image_batch(images, what, size=size, multiple=self.token_px)
         return images.to(self.device)
 
     @torch.no_grad()
@@ -365,7 +245,7 @@ class HarmonMini(PrefixLMCaptioner, UMM):
             raise ValueError(f"{N} tokens do not form a {h}x{w} grid")
         nb = self.config.buffer_size
         x = torch.cat([self.buffer_embed.expand(B, nb, -1), self.z_proj(tokens)], dim=1)  # (B, nb + N, E)
-        x = x + torch.cat([self.enc_pos_buffer, _resize_pos(self.enc_pos, self.side, h, w)], dim=1)
+        x = x + torch.cat([self.enc_pos_buffer, resize_pos(self.enc_pos, self.side, h, w)], dim=1)
         x = self.z_proj_ln(x)
         if mask is not None:  # drop the masked tokens (MAR); rows keep equal lengths
             keep = torch.cat([torch.ones(B, nb, dtype=torch.bool, device=x.device), ~mask], dim=1)
@@ -388,7 +268,7 @@ class HarmonMini(PrefixLMCaptioner, UMM):
         """RecA's h_v: the understanding features of `images` (any size, multiple of 4), gradient scaled by
         `grad_scale` (Harmon's `_ScaleGradient(0.1)` in recon_loss). (B, 3, h, w) -> (B, hw/16 + nb, d)."""
         images = self._check_images(images, None, "understanding images")
-        return _ScaleGradient.apply(self.visual_features(images), self.config.grad_scale)
+        return ScaleGradient.apply(self.visual_features(images), self.config.grad_scale)
 
     # ------------------------------------------------------------------ LLM helpers
     def _embed(self, ids: torch.Tensor) -> torch.Tensor:
@@ -458,22 +338,8 @@ class HarmonMini(PrefixLMCaptioner, UMM):
         return z + self.diffusion_pos
 
     def sample_mask(self, B: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """MAR training mask (B, N) bool, True = masked: one ratio per batch from a truncated normal on
-        [mask_ratio_min, 1] (mean 1, std 0.25), ceil(N * ratio) tokens of a random order per row."""
-        N, lo = self.seq_len, self.config.mask_ratio_min
-        r = torch.empty(1)
-        if generator is None:
-            nn.init.trunc_normal_(r, mean=1.0, std=0.25, a=lo, b=1.0)
-        else:  # inverse-CDF draw with the caller's generator (trunc_normal_ takes no generator)
-            u = torch.rand(1, generator=generator, device=gen_device(generator))
-            nd = torch.distributions.Normal(1.0, 0.25)
-            a, b = nd.cdf(torch.tensor(lo)), nd.cdf(torch.tensor(1.0))
-            r = nd.icdf(a + u * (b - a)).clamp(lo, 1.0)
-        n_masked = min(N, math.ceil(N * r.item()))
-        order = torch.rand(B, N, generator=generator, device=gen_device(generator)).argsort(dim=1)
-        mask = torch.zeros(B, N, dtype=torch.bool)
-        mask.scatter_(1, order[:, :n_masked], True)
-        return mask.to(self.device)
+        """MAR's training mask (B, N) bool, True = masked (`mar.random_mask` on [mask_ratio_min, 1])."""
+        return random_mask(B, self.seq_len, self.config.mask_ratio_min, generator).to(self.device)
 
     def diffusion_loss(self, z: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """MAR's DiffLoss on (n, D) conditions and (n, C) clean tokens: each row repeated diffusion_batch_mul
@@ -562,8 +428,7 @@ class HarmonMini(PrefixLMCaptioner, UMM):
             both = 2 if g != 1.0 else 1
             z = self.mar_forward(tokens.repeat(both, 1, 1), mask.repeat(both, 1), prefix, valid)  # (2B, N, D)
             n_masked = int(mask[0].sum())
-            n_next = math.floor(N * math.cos(math.pi / 2 * (step + 1) / iters))
-            n_next = max(1, min(n_masked - 1, n_next)) if step < iters - 1 else 0
+            n_next = n_masked_after(step, iters, N, n_masked)
             mask_next = torch.zeros_like(mask).scatter_(1, order[:, :n_next], True)
             to_pred = mask & ~mask_next  # (B, N) the same count per row
             gi = g if cfg_schedule == "constant" else 1 + (g - 1) * (N - n_next) / N

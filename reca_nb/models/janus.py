@@ -8,7 +8,7 @@ and both paths run through one shared autoregressive LLM. This module is a thin 
 `transformers.JanusForConditionalGeneration` at a tiny size, so every forward pass, the image-generation loop
 (`generate(generation_mode="image")` with classifier-free guidance) and the module names are Janus's own.
 
-RecA on Janus (paper Sec. 3; reca_anchors.md A.6): the condition h_v is the SigLIP path's output
+RecA on Janus (paper Sec. 3 and its Janus appendix): the condition h_v is the SigLIP path's output
 `aligner(vision_model(x))`, placed where Janus puts understanding features (the image-placeholder tokens)
 before a "describe the image" template; the target is the image's VQ tokens under Janus's own next-token CE.
 Input (SigLIP features) and output (VQ codes) live in different spaces, so Janus has a *natural information
@@ -22,46 +22,32 @@ Prompts are left-padded (masked) so <soi> sits at the same position in every row
 `cfg_dropout` a training row loses its condition (every token but <bos>/<soi> becomes <pad>, no h_v), which is
 exactly the unconditional branch `generate` builds for classifier-free guidance.
 
-Image tokenizer (decision, measured): Janus's own `JanusVQVAE` (model.model.vqmodel, 398k params, frozen),
-trained on shape world by `fit_vq` (`python -m reca_nb.models.janus fit-vq`; data/tokenizers/janus_vq.safetensors,
-1.6 MB). 8x downsampling gives 4x4 = 16 tokens per 32 px image (K = 256 codes, 8-d, l2-normalised as in
-LlamaGen/Janus). Held-out pixel MSE 0.0015 (random scenes) / 0.0008 (prompted scenes), all 256 codes used;
-shapes and colours stay clean. Fit: 3000 steps x batch 16 (MSE 0.0013 at fit time; 2000 steps gave 0.0037,
-1500 gave 0.0054); one step costs ~0.25 CPU-s, so the default fit needs ~12 CPU-min (estimated 6-7 min on
-2 idle cores; `--steps 2000`: ~4-5 min, still under the 0.004 target). The alternative, the shared
+Image tokenizer: Janus's own `JanusVQVAE` (model.model.vqmodel, frozen), trained on shape world by
+`python -m reca_nb.build.fit_janus_vq` (data/tokenizers/janus_vq.safetensors). 8x downsampling gives 4x4 = 16
+tokens per 32 px image (K = 256 codes, 8-d, l2-normalised as in LlamaGen/Janus). The alternative, the shared
 4x4-patch k-means VQ (64 tokens per image), would make every image 4x more AR steps and leave Janus's VQ-VAE
-as dead weight. (The shipped file was fitted with the same command plus `--device cuda`, in 103 s.)
-
-Sizes (default config): 892k trainable parameters (ViT+aligner 105k, generation embedding/aligner/head 69k,
-LLM incl. tied text embedding 718k) + 398k frozen VQ-VAE. CPU cost per batch-32 training step, one thread:
-T2I 0.17 s, I2T 0.17 s, RecA (16 px input, diverse templates) 0.38 s.
-Training note (measured, I2T alone, batch 32, AdamW 2e-3): captions first name every object with one colour
-(CE plateau ~0.4-0.5) and only bind colours to slots after ~550 steps (held-out exact match 0.25 at 550,
-0.98 at 800); at lr 5e-3 it stayed on the plateau for 400 steps.
+as dead weight. Fit quality, sizes, step costs and a training note: data/README.md, "Janus".
 """
 from __future__ import annotations
 
-import argparse
 import functools
 import inspect
 import json
-import math
-import time
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from reca_nb.paths import DATA_DIR
+from reca_nb.models.janus_core import JanusCore, janus_parameter_groups, text_generate_quietly
+from reca_nb.world.images import check_image_batch
 from reca_nb.world.text import tokenizer
-from reca_nb.models.common import cache_kwargs
-from reca_nb.models.umm import UMM
+
+__all__ = ["JanusMini", "JanusMiniConfig", "janus_parameter_groups", "hf_config", "load_vq_weights", "VQ_FILE"]
 
 VQ_FILE = DATA_DIR / "tokenizers" / "janus_vq.safetensors"
-VQ_COMMAND = "python -m reca_nb.models.janus fit-vq"
+VQ_COMMAND = "python -m reca_nb.build.fit_janus_vq"
 
 
 @functools.cache
@@ -111,7 +97,7 @@ class JanusMiniConfig:
 
 
 def hf_config(c: JanusMiniConfig):
-    """The transformers `JanusConfig` for a `JanusMiniConfig` (packages.md 2: projection dims = LLM width)."""
+    """The transformers `JanusConfig` for a `JanusMiniConfig` (the aligners' projection dims = LLM width)."""
     from transformers import JanusConfig
 
     factor = 2 ** (len(c.vq_mult) - 1)
@@ -139,9 +125,10 @@ def hf_config(c: JanusMiniConfig):
         image_token_id=c.vocab_size - 1)
 
 
-class JanusMini(UMM):
+class JanusMini(JanusCore):
     arch = "janus"
-    config_cls = None  # set below
+    config_cls = JanusMiniConfig
+    pad_positions = False  # trained with positions 0..T-1 over the left-padded row
 
     def __init__(self, config: JanusMiniConfig | None = None):
         from transformers import GenerationConfig, JanusForConditionalGeneration
@@ -164,6 +151,7 @@ class JanusMini(UMM):
         s = self.tok.stoi
         self.soi, self.sou, self.eou = s["<soi>"], s["<sou>"], s["<eou>"]  # <soi> = Janus's BOI
         self.t2i_id, self.i2t_id = s["<t2i>"], s["<i2t>"]
+        self.pad_id, self.bos_id = self.tok.pad_id, self.tok.bos_id
         self.hf.generation_config = GenerationConfig(
             bos_token_id=self.tok.bos_id, pad_token_id=self.tok.pad_id, eos_token_id=self.tok.eos_id,
             generation_kwargs={"boi_token_id": self.soi})
@@ -183,15 +171,10 @@ class JanusMini(UMM):
         """VQ tokens per generated image."""
         return self.hf.config.vision_config.num_image_tokens
 
-    def train(self, mode: bool = True):
-        super().train(mode)
-        self.hf.model.vqmodel.eval()  # stays frozen (no dropout/bn anyway, but keep Janus's convention)
-        return self
-
     def _und_pixels(self, images: torch.Tensor) -> torch.Tensor:
         """[0, 1] images at any size -> ViT input in [-1, 1] at und_size (Janus normalises with mean=std=0.5).
         A recipe's low-resolution bottleneck image is upsampled back: the information stays bottlenecked."""
-        _check_images(images)
+        check_image_batch(images, "understanding images")
         if images.shape[-1] != self.config.und_size or images.shape[-2] != self.config.und_size:
             images = F.interpolate(images, size=(self.config.und_size,) * 2, mode="bilinear", antialias=True)
         return images * 2 - 1
@@ -199,13 +182,8 @@ class JanusMini(UMM):
     @torch.no_grad()
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 3, S, S) in [0, 1] -> (B, M) VQ token ids (raster order)."""
-        _check_images(images, self.config.image_size)
+        check_image_batch(images, "target images", size=self.config.image_size)
         return self.hf.model.vqmodel.encode(images * 2 - 1).image_tokens.view(len(images), -1)
-
-    @torch.no_grad()
-    def decode_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
-        """(B, M) VQ token ids -> (B, 3, S, S) in [0, 1]."""
-        return ((self.hf.decode_image_tokens(tokens).permute(0, 3, 1, 2) + 1) / 2).clamp(0, 1)
 
     def _gen_prefix(self, prompts: list, n_cond: int):
         """Left-padded `<bos> [<sou> IMG*n <eou>] <t2i> prompt <soi>` -> ids (B, P), attention mask (B, P)."""
@@ -219,46 +197,8 @@ class JanusMini(UMM):
         mask = torch.tensor([[0] * (P - len(s)) + [1] * len(s) for s in seqs])
         return ids.to(self.device), mask.to(self.device)
 
-    def _uncond(self, ids: torch.Tensor) -> torch.Tensor:
-        """Janus's unconditional prompt: every token but <bos> and <soi> replaced by <pad>."""
-        keep = (ids == self.tok.bos_id) | (ids == self.soi)
-        return torch.where(keep, ids, torch.full_like(ids, self.tok.pad_id))
-
-    def _embed_prefix(self, ids: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
-        """Token embeddings with the IMG slots filled by `cond` (B, N, D), one row per row of `ids`; rows
-        whose slots were replaced by pads (condition dropout, CFG's unconditional rows) take no features."""
-        emb = self.hf.get_input_embeddings()(ids)  # (B, P, D)
-        if cond is None:
-            return emb
-        slots = ids == self.img_id  # (B, P)
-        rows = slots.any(1)
-        if rows.any():
-            emb = emb.masked_scatter(slots[..., None], cond[rows].to(emb.dtype))
-        return emb
-
-    # --- the UMM interface --------------------------------------------------------------------------
-    def understanding_embedding(self, images: torch.Tensor) -> torch.Tensor:
-        """SigLIP path: aligner(vision_model(x)) -> (B, N, D) with N = (und_size/patch)^2, D = LLM width."""
-        return self.hf.model.get_image_features(self._und_pixels(images)).pooler_output
-
-    def generation_loss(self, images, prompts, cond=None):
-        """Janus's next-token CE over the image's VQ tokens through `generation_head` (no HF loss exists)."""
-        if len(images) != len(prompts):
-            raise ValueError(f"{len(images)} images but {len(prompts)} prompts")
-        if cond is not None and tuple(cond.shape[:1]) != (len(images),):
-            raise ValueError(f"cond has batch {cond.shape[0]}, expected {len(images)}")
-        tok = self.encode_images(images)  # (B, M)
-        ids, mask = self._gen_prefix(prompts, 0 if cond is None else cond.shape[1])  # (B, P)
-        if self.training and self.config.cfg_dropout > 0:
-            drop = torch.rand(len(ids), device=ids.device) < self.config.cfg_dropout
-            ids = torch.where(drop[:, None], self._uncond(ids), ids)
-        img = self.hf.prepare_embeddings_for_image_generation(tok)  # (B, M, D): gen embedding + aligner
-        emb = torch.cat([self._embed_prefix(ids, cond), img], 1)
-        mask = torch.cat([mask, torch.ones_like(tok)], 1)
-        hs = self.hf.model.language_model(inputs_embeds=emb, attention_mask=mask).last_hidden_state
-        P = ids.shape[1]
-        logits = self.hf.model.generation_head(hs[:, P - 1:-1])  # (B, M, K): position t predicts v_{t+1}
-        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tok.reshape(-1))
+    def _prefix(self, prompts: list, cond):
+        return self._gen_prefix(prompts, 0 if cond is None else cond.shape[1])
 
     def _und_ids(self, batch: int) -> torch.Tensor:
         row = [self.tok.bos_id, self.sou] + [self.img_id] * self.n_und + [self.eou, self.i2t_id]
@@ -284,10 +224,7 @@ class JanusMini(UMM):
         static cache); with `cond` (RecA reconstruction) `generate` cannot take the condition's embeddings,
         so the same loop runs here on `inputs_embeds` with a dynamic cache (also used for cfg_scale <= 1,
         which `generate` does not support). temperature 0 = greedy; both paths agree exactly when greedy."""
-        c = self.config
-        cfg_scale = c.cfg_scale if cfg_scale is None else cfg_scale
-        temperature = c.temperature if temperature is None else temperature
-        top_k = c.top_k if top_k is None else top_k
+        cfg_scale, temperature, top_k = self._sampling(cfg_scale, temperature, top_k)
         guided = cfg_scale is not None and cfg_scale > 1
         if use_generate is None:
             use_generate = cond is None and guided and hf_janus_generate_works()
@@ -297,7 +234,7 @@ class JanusMini(UMM):
         if use_generate and not hf_janus_generate_works():
             raise RuntimeError("this transformers version's Janus generate cannot build its cache; "
                                "use use_generate=False (the same sampler, written here)")
-        ids, mask = self._gen_prefix(prompts, 0 if cond is None else cond.shape[1])
+        ids, mask = self._prefix(list(prompts), cond)
         if use_generate:
             kw = dict(do_sample=temperature > 0, guidance_scale=cfg_scale)
             if temperature > 0:
@@ -307,37 +244,6 @@ class JanusMini(UMM):
                     torch.manual_seed(int(torch.randint(2 ** 62, (1,), generator=generator)))
                 return self.hf.generate(ids, attention_mask=mask, generation_mode="image", **kw)
         return self._ar_loop(ids, mask, cond, generator, cfg_scale, temperature, top_k)
-
-    def _ar_loop(self, ids, mask, cond, generator, cfg_scale, temperature, top_k):
-        from transformers import DynamicCache
-
-        B, lm = len(ids), self.hf.model.language_model
-        guided = cfg_scale is not None and cfg_scale > 1
-        if guided:  # conditional rows, then Janus's unconditional rows (pads + <bos> <soi>, no h_v)
-            ids, mask = torch.cat([ids, self._uncond(ids)]), torch.cat([mask, mask])
-            cond = None if cond is None else torch.cat([cond, cond])  # unconditional rows have no IMG slots
-        emb = self._embed_prefix(ids, cond)
-        cache = DynamicCache(config=lm.config)
-        out = lm(inputs_embeds=emb, attention_mask=mask, use_cache=True, **cache_kwargs(lm, cache))
-        tokens = torch.zeros(B, self.n_gen, dtype=torch.long, device=ids.device)
-        for i in range(self.n_gen):
-            logits = self.hf.model.generation_head(out.last_hidden_state[:, -1])  # (B or 2B, K)
-            if guided:
-                cond_l, uncond_l = logits.chunk(2)
-                logits = uncond_l + cfg_scale * (cond_l - uncond_l)
-            tokens[:, i] = _pick(logits, temperature, top_k, generator)
-            if i + 1 == self.n_gen:
-                break
-            nxt = tokens[:, i:i + 1].repeat(2 if guided else 1, 1)  # (B or 2B, 1)
-            mask = torch.cat([mask, torch.ones_like(nxt)], 1)
-            out = lm(inputs_embeds=self.hf.prepare_embeddings_for_image_generation(nxt), attention_mask=mask,
-                     use_cache=True, **cache_kwargs(lm, cache))
-        return tokens
-
-    @torch.no_grad()
-    def sample(self, prompts, cond=None, generator=None, **kwargs):
-        """One image per prompt -> (B, 3, S, S) in [0, 1]. kwargs: cfg_scale, temperature, top_k."""
-        return self.decode_tokens(self.sample_tokens(list(prompts), cond, generator, **kwargs))
 
     @torch.no_grad()
     def caption(self, images, max_len: int | None = None):
@@ -349,46 +255,6 @@ class JanusMini(UMM):
                                    attention_mask=torch.ones_like(prefix), max_length=prefix.shape[1] + max_len,
                                    do_sample=False, suppress_tokens=[self.img_id])
         return [self.tok.decode(row[prefix.shape[1]:]) for row in out.tolist()]
-
-    def parameter_groups(self):
-        return janus_parameter_groups(self)
-
-
-JanusMini.config_cls = JanusMiniConfig
-
-
-@contextmanager
-def text_generate_quietly():
-    """transformers' logging at error level for the duration: Janus's text-mode `generate` always adds
-    guidance_scale=None next to the generation config it builds, and transformers then logs a warning
-    ("Passing `generation_config` together with ...") that no caller argument can avoid."""
-    from transformers.utils import logging
-
-    level = logging.get_verbosity()
-    logging.set_verbosity_error()
-    try:
-        yield
-    finally:
-        logging.set_verbosity(level)
-
-
-def _pick(logits, temperature, top_k, generator):
-    """Greedy (temperature 0) or top-k / temperature sampling with an optional torch.Generator."""
-    if temperature <= 0:
-        return logits.argmax(-1)
-    logits = logits / temperature
-    if top_k:
-        kth = logits.topk(min(top_k, logits.shape[-1]), dim=-1).values[:, -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    return torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(-1)
-
-
-def _check_images(images, size=None):
-    if not torch.is_tensor(images) or images.ndim != 4 or images.shape[1] != 3:
-        raise ValueError(f"expected an image tensor (B, 3, H, W) in [0, 1], got "
-                         f"{tuple(images.shape) if torch.is_tensor(images) else type(images).__name__}")
-    if size is not None and tuple(images.shape[-2:]) != (size, size):
-        raise ValueError(f"expected {size}x{size} images for the VQ-VAE, got {tuple(images.shape[-2:])}")
 
 
 # ----------------------------------------------------------------------------- the VQ-VAE tokenizer
@@ -411,125 +277,3 @@ def load_vq_weights(vq: nn.Module, config: JanusMiniConfig, path=VQ_FILE):
         raise ValueError(f"{path} was trained for {meta}, but this config needs {want}; "
                          f"refit with `{VQ_COMMAND}`")
     vq.load_state_dict(load_file(str(path)))
-
-
-def fit_vq(steps: int = 3000, batch: int = 16, lr: float = 3e-3, warmup_ae: int = 400, n_images: int = 8000,
-           seed: int = 0, config: JanusMiniConfig | None = None, out=VQ_FILE, progress: bool = True,
-           device: str = "cpu") -> dict:
-    """Train Janus's own VQ-VAE (model.model.vqmodel) on shape-world images and save it to `out`.
-
-    LlamaGen/Janus-style quantiser: l2-normalised latents and codes, nearest code by cosine, straight-through
-    gradients, codebook + 0.25 commitment loss, pixel MSE. `JanusVQVAE.forward` decodes from indices (no
-    gradient to the encoder), so the training forward is written out here with Janus's own modules. Two
-    standard tricks make it converge in minutes: `warmup_ae` steps without quantisation followed by a k-means
-    codebook initialisation on encoder outputs, and re-seeding dead codes from the batch.
-    Returns {"val_mse": ..., "codes_used": ..., "seconds": ...}.
-    """
-    from safetensors.torch import save_file
-    from tqdm.auto import tqdm
-
-    from reca_nb.world.shapes import ShapeWorld
-
-    config = config or JanusMiniConfig()
-    config.load_vq = False
-    torch.manual_seed(seed)
-    gen = torch.Generator().manual_seed(seed)
-    half = n_images // 2
-    X = torch.cat([ShapeWorld(half, seed=seed + 101, kind="random").images(),
-                   ShapeWorld(half, seed=seed + 102).images()]).to(device)  # (n, 3, S, S) in [0, 1]
-    Xv = ShapeWorld(256, seed=seed + 199, kind="random").images().to(device)
-    vq = JanusMini(config).hf.model.vqmodel.to(device).train().requires_grad_(True)
-    K = config.codebook_size
-
-    def encode(x):  # (B, 3, S, S) -> (B*h*w, C) unit latents
-        z = F.normalize(vq.quant_conv(vq.encoder(x * 2 - 1)), dim=1)
-        return z.permute(0, 2, 3, 1).reshape(-1, z.shape[1]), z.shape
-
-    def forward(x, quantise=True):
-        z, (B, C, h, w) = encode(x)
-        codes = F.normalize(vq.quantize.embedding.weight, dim=1)
-        idx = (z @ codes.t()).argmax(1)  # nearest unit code
-        q = codes[idx] if quantise else z
-        vq_loss = F.mse_loss(q, z.detach()) + 0.25 * F.mse_loss(z, q.detach()) if quantise else 0.0
-        q = (z + (q - z).detach()).view(B, h, w, C).permute(0, 3, 1, 2)  # straight-through
-        return (vq.decoder(vq.post_quant_conv(q)) + 1) / 2, vq_loss, idx, z
-
-    opt = torch.optim.AdamW(vq.parameters(), lr=lr, weight_decay=0.0)
-    usage = torch.ones(K, device=device)
-    t0 = time.time()
-    for step in tqdm(range(steps), desc="fit Janus VQ-VAE", disable=not progress):
-        if step == warmup_ae:  # k-means (cosine, 10 rounds) on encoder outputs -> initial codebook
-            with torch.no_grad():
-                Z = torch.cat([encode(X[i:i + 256])[0] for i in range(0, 2048, 256)])
-                C = Z[torch.randperm(len(Z), generator=gen)[:K].to(device)]
-                for _ in range(10):
-                    a = (Z @ C.t()).argmax(1)
-                    S = torch.zeros_like(C).index_add_(0, a, Z)
-                    C = torch.where(torch.bincount(a, minlength=K)[:, None] > 0, F.normalize(S, dim=1), C)
-                vq.quantize.embedding.weight.copy_(C)
-        f = 0.5 * (1 + math.cos(math.pi * step / steps))
-        for g in opt.param_groups:
-            g["lr"] = lr * min(1.0, (step + 1) / 100) * (0.05 + 0.95 * f)
-        x = X[torch.randint(len(X), (batch,), generator=gen).to(device)]
-        y, vq_loss, idx, z = forward(x, quantise=step >= warmup_ae)
-        loss = F.mse_loss(y, x) + vq_loss
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        usage.mul_(0.99).index_add_(0, idx, torch.ones_like(idx, dtype=usage.dtype))
-        if step > warmup_ae and step % 50 == 0 and step < 0.8 * steps:  # re-seed dead codes from the batch
-            with torch.no_grad():
-                dead = (usage < 0.1).nonzero().squeeze(1)
-                pick = torch.randint(len(z), (len(dead),), generator=gen).to(device)
-                vq.quantize.embedding.weight[dead] = z[pick]
-                usage[dead] = 1.0
-    vq.eval().requires_grad_(False)
-    with torch.no_grad():  # store unit codes: `encode`'s Euclidean argmin then equals the cosine argmax
-        vq.quantize.embedding.weight.copy_(F.normalize(vq.quantize.embedding.weight, dim=1))
-        tok = vq.encode(Xv * 2 - 1).image_tokens.view(len(Xv), -1)
-        rec = ((vq.decode(tok) + 1) / 2).clamp(0, 1)
-    stats = {"val_mse": F.mse_loss(rec, Xv).item(), "codes_used": int(tok.unique().numel()),
-             "seconds": round(time.time() - t0, 1), "steps": steps, "batch": batch, "warmup_ae": warmup_ae,
-             "lr": lr, "seed": seed, "device": str(device), "torch": torch.__version__}
-    meta = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(config).items() if k in VQ_KEYS}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.cpu().contiguous() for k, v in vq.state_dict().items()}, str(out),
-              metadata={"vq": json.dumps(meta), "stats": json.dumps(stats), "command": VQ_COMMAND})
-    return stats
-
-
-def main(argv=None):
-    p = argparse.ArgumentParser(description="Janus miniature utilities")
-    sub = p.add_subparsers(dest="cmd", required=True)
-    f = sub.add_parser("fit-vq", help=f"train Janus's VQ-VAE on shape world -> {VQ_FILE}")
-    f.add_argument("--steps", type=int, default=3000)
-    f.add_argument("--batch", type=int, default=16)
-    f.add_argument("--seed", type=int, default=0)
-    f.add_argument("--warmup-ae", type=int, default=400)
-    f.add_argument("--lr", type=float, default=3e-3)
-    f.add_argument("--device", default="cpu")
-    f.add_argument("--out", default=str(VQ_FILE))
-    args = p.parse_args(argv)
-    print(fit_vq(steps=args.steps, batch=args.batch, seed=args.seed, warmup_ae=args.warmup_ae, lr=args.lr,
-                 device=args.device, out=Path(args.out)))
-
-
-if __name__ == "__main__":
-    main()
-
-
-def janus_parameter_groups(model) -> dict:
-    """UMM groups of a model holding transformers' Janus as `model.hf` (the mini and real Janus-Pro alike):
-    SigLIP + aligner = understanding, generation_* = generation, the VQ model frozen, the LLM shared."""
-    groups = {g: [] for g in ("understanding", "generation", "shared", "frozen")}
-    for name, _ in model.named_parameters():
-        part = name.split(".")[2] if name.startswith("hf.model.") else name
-        if part in ("vision_model", "aligner"):
-            groups["understanding"].append(name)
-        elif part.startswith("generation_"):
-            groups["generation"].append(name)
-        elif part == "vqmodel":
-            groups["frozen"].append(name)
-        else:  # language_model (incl. text embeddings, tied to lm_head) and lm_head
-            groups["shared"].append(name)
-    return groups

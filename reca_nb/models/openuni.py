@@ -51,7 +51,7 @@ from torch import nn
 
 from reca_nb.world import text
 from reca_nb.config import check_choices
-from reca_nb.models.common import PrefixLMCaptioner, gen_device
+from reca_nb.models.common import FrozenParts, PrefixLMCaptioner, gen_device, tiny_qwen2
 from reca_nb.models.umm import UMM
 
 
@@ -95,7 +95,7 @@ class OpenUniMiniConfig:
         check_choices(self)
 
 
-class OpenUniMini(PrefixLMCaptioner, UMM):
+class OpenUniMini(FrozenParts, PrefixLMCaptioner, UMM):
     arch = "openuni"
     config_cls = OpenUniMiniConfig
     # how the base is made (class docstring): SANA pretraining with its own text encoder while the VLM learns
@@ -108,11 +108,10 @@ class OpenUniMini(PrefixLMCaptioner, UMM):
         # OpenUni's freeze_lmm: the generation loss leaves VLM weights alone unless freeze() unfreezes them
         self.vlm_gen_grad = False
         from diffusers import FlowMatchEulerDiscreteScheduler, SanaTransformer2DModel
-        from transformers import Qwen2Config, Qwen2ForCausalLM
 
         cfg = copy.deepcopy(config) if config is not None else OpenUniMiniConfig()
         self.tok = text.tokenizer()
-        self._frozen = {"clip": clip, "ae": ae}  # a dict, so nn.Module does not register them as submodules
+        self._init_frozen(clip=clip, ae=ae)
         if cfg.vocab_size == 0:
             cfg.vocab_size = len(self.tok)
         if cfg.clip_width == 0:
@@ -125,13 +124,8 @@ class OpenUniMini(PrefixLMCaptioner, UMM):
 
         # --- understanding: projector (LLaVA-style 2-layer MLP) + LLM with a captioning head
         self.projector = nn.Sequential(nn.Linear(cfg.clip_width, d), nn.GELU(), nn.Linear(d, d))
-        self.llm = Qwen2ForCausalLM(Qwen2Config(
-            vocab_size=cfg.vocab_size, hidden_size=d, intermediate_size=cfg.llm_ffn,
-            num_hidden_layers=cfg.llm_layers, num_attention_heads=cfg.llm_heads,
-            num_key_value_heads=cfg.llm_kv_heads, max_position_embeddings=cfg.max_positions,
-            tie_word_embeddings=cfg.llm_tie_embeddings, pad_token_id=self.tok.pad_id, bos_token_id=self.tok.bos_id,
-            eos_token_id=self.tok.eos_id))
-        self.llm.config.use_cache = False
+        self.llm = tiny_qwen2(cfg.vocab_size, d, cfg.llm_layers, cfg.llm_heads, cfg.llm_kv_heads, cfg.llm_ffn,
+                              cfg.max_positions, cfg.llm_tie_embeddings, self.tok)
 
         # --- generation: meta-queries, connector (OpenUni's llm2dit: projector + encoder), Sana DiT
         self.queries = nn.Parameter(torch.randn(cfg.num_queries, d) * 0.02)  # (Q, d)
@@ -163,49 +157,6 @@ class OpenUniMini(PrefixLMCaptioner, UMM):
             if cfg.dit_self_attn == "softmax":
                 block.attn1.set_processor(SanaAttnProcessor2_0())
         self.scheduler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=1.0)
-
-    # ------------------------------------------------------------------ frozen, shared parts (not owned)
-    def _load(self, name: str):
-        """The frozen CLIP / autoencoder: as attached, else from the shared cached loader."""
-        if self._frozen[name] is None:
-            if name == "clip":
-                from reca_nb.encoders.clip import load_clip
-
-                self._frozen["clip"] = load_clip()
-            else:
-                from reca_nb.encoders.autoencoder import load_ae
-
-                ae = load_ae()
-                want = (self.config.latent_channels, self.config.ae_factor)
-                if (ae.latent_channels, ae.factor) != want:
-                    raise ValueError(f"load_ae() gives {ae.latent_channels} channels at factor {ae.factor}; "
-                                     f"this model was built for {want[0]} at {want[1]}")
-                self._frozen["ae"] = ae
-        return self._frozen[name]
-
-    @property
-    def clip(self):
-        return self._on_device("clip")
-
-    @property
-    def ae(self):
-        return self._on_device("ae")
-
-    def _on_device(self, name: str):
-        """Move a shared frozen part to this model's device the first time it is used there."""
-        obj, dev = self._load(name), self.device
-        if self._frozen.get(name + "_device") != dev:
-            if hasattr(obj, "to"):
-                obj.to(dev)
-            self._frozen[name + "_device"] = dev
-        return obj
-
-    def attach(self, clip=None, ae=None) -> "OpenUniMini":
-        """Use these frozen CLIP / autoencoder objects instead of the shared loaders (tests, ablations)."""
-        for name, obj in (("clip", clip), ("ae", ae)):
-            if obj is not None:
-                self._frozen.update({name: obj, name + "_device": None})
-        return self
 
     # ------------------------------------------------------------------ understanding (VLM)
     def understanding_embedding(self, images: torch.Tensor) -> torch.Tensor:

@@ -1,7 +1,7 @@
 """Show-o in miniature: ONE shared transformer that reads and writes text and discrete image tokens.
 
-Show-o (Xie et al. 2024; RecA paper Sec. 4 and its Show-o appendix; reca_anchors.md A.4) is a Phi-1.5 language
-model whose vocabulary is extended by the codes of a frozen MAGVIT tokenizer. One transformer does everything:
+Show-o (Xie et al. 2024; RecA paper Sec. 4 and its Show-o appendix; official repo showlab/Show-o) is a
+Phi-1.5 language model whose vocabulary is extended by the codes of a frozen MAGVIT tokenizer. One transformer does everything:
 
   * omni-attention: causal over text, bidirectional inside each image block;
   * T2I: MaskGIT-style discrete diffusion -- mask a cosine-scheduled fraction of the image tokens, predict
@@ -42,6 +42,7 @@ from torch import nn
 from transformers import PhiConfig, PhiModel
 
 from reca_nb.config import check_choices
+from reca_nb.world.images import check_image_batch
 from reca_nb.world.text import tokenizer
 from reca_nb.models.common import cache_kwargs
 from reca_nb.models.umm import UMM
@@ -76,15 +77,7 @@ class ShowOConfig:
 
 
 def _check_images(images, size: int | None, what: str) -> torch.Tensor:
-    if not isinstance(images, torch.Tensor) or images.dim() != 4 or images.shape[1] != 3:
-        shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
-        raise ValueError(f"{what} must be a float tensor (B,3,H,W) in [0,1], got {shape}; "
-                         "use reca_nb.world.images.as_image_batch to convert")
-    H, W = images.shape[-2:]
-    if H != W or (size is not None and H != size):
-        want = f"{size}x{size}" if size is not None else "square"
-        raise ValueError(f"{what} must be {want}, got {H}x{W}")
-    return images
+    return check_image_batch(images, what, size=size, square=True)
 
 
 def _check_texts(texts, B: int, what: str) -> list:

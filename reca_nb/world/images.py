@@ -47,6 +47,35 @@ def as_image_batch(x, size: int | None = None) -> torch.Tensor:
     return (batch if size is None else _resize(batch, size)).contiguous()
 
 
+def check_image_batch(images, what: str = "images", size: int | None = None, multiple: int = 1,
+                      square: bool = False, strict: bool = False) -> torch.Tensor:
+    """Validate a batch that a model or tokenizer reads and return it unchanged: a tensor (B, 3, H, W), with
+    `size` exactly size x size, `square` H == W, and H, W multiples of `multiple`; `strict` also requires a
+    float dtype and values in [0, 1] (the tokenizers, which see user input first). Errors say what came in;
+    a non-tensor is a TypeError that points to `as_image_batch`."""
+    if not isinstance(images, torch.Tensor):
+        raise TypeError(f"{what} must be a torch.Tensor (B,3,H,W) in [0,1], got {type(images).__name__}; "
+                        "use reca_nb.world.images.as_image_batch to convert PIL/numpy inputs")
+    if images.dim() != 4 or images.shape[1] != 3:
+        raise ValueError(f"{what} must have shape (B,3,H,W) in [0,1], got {tuple(images.shape)}; "
+                         "use reca_nb.world.images.as_image_batch to convert")
+    if strict and not images.is_floating_point():
+        raise ValueError(f"{what} must be a float tensor in [0,1], got dtype {images.dtype}")
+    H, W = images.shape[-2:]
+    if size is not None and (H, W) != (size, size):
+        raise ValueError(f"expected {size}x{size} {what}, got {H}x{W}")
+    if square and H != W:
+        raise ValueError(f"{what} must be square, got {H}x{W}")
+    if H % multiple or W % multiple:
+        bad = H if H % multiple else W
+        raise ValueError(f"{what}: height and width must be multiples of {multiple}, got {H}x{W} ({bad} is not "
+                         f"a multiple of {multiple})")
+    if strict and images.numel() and (images.min() < -1e-3 or images.max() > 1 + 1e-3):
+        lo, hi = images.min().item(), images.max().item()
+        raise ValueError(f"{what}: values must lie in [0,1], got range [{lo:.3f}, {hi:.3f}]")
+    return images
+
+
 # ----------------------------------------------------------------------------- one input -> (B, 3, H, W)
 
 def _to_batch(x, where: str = "") -> torch.Tensor:

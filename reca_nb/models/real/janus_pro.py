@@ -7,7 +7,7 @@
 Janus-Pro (arXiv 2501.17811) decouples visual encoding around one shared LLM: understanding reads SigLIP
 features (384 px -> 576 tokens -> aligner), generation writes VQ tokens (384 px -> 24x24 = 576 codes of a
 16384 codebook) through its own `generation_head`. The RecA repo lists Janus-Pro as TODO; this module follows
-the authors' guide (reca_anchors.md A.6): the condition h_v is the SigLIP path's output placed where Janus puts
+the authors' guide (RecA paper Sec. 3): the condition h_v is the SigLIP path's output placed where Janus puts
 understanding features, i.e. in the image-placeholder slots of a chat turn whose text is a RecA template, and
 the target is the image's own VQ tokens under Janus's next-token CE:
 
@@ -37,8 +37,12 @@ from dataclasses import dataclass, replace
 import torch
 import torch.nn.functional as F
 
-from reca_nb.models.common import cache_kwargs, enable_activation_checkpointing
-from reca_nb.models.umm import UMM
+from reca_nb.models.common import enable_activation_checkpointing
+from reca_nb.models.janus_core import JanusCore, text_generate_quietly
+from reca_nb.models.real.common import pick_dtype
+from reca_nb.models.real.tiny import (  # noqa: F401  (BOS ... CHAT_TEMPLATE: importable from here, as before)
+    ASSISTANT, BOI, BOS, CHAT_TEMPLATE, EOI, EOS, IMAGE, PAD, USER, tiny_hf_config, tiny_processor)
+from reca_nb.world.images import check_image_batch
 
 MODEL_IDS = {"1b": "deepseek-community/Janus-Pro-1B", "7b": "deepseek-community/Janus-Pro-7B"}
 DEFAULT_ID = MODEL_IDS["1b"]
@@ -48,23 +52,6 @@ EVAL_PROMPTS = ("a photo of a red apple", "a photo of a cat and a bicycle", "a p
                 "a photo of a green umbrella", "a photo of a dog left of a bench",
                 "a photo of a blue car and a yellow vase", "a photo of a clock above a couch",
                 "a photo of two birds")
-# special tokens of the Janus-Pro tokenizer (the tiny tokenizer uses the same strings)
-BOS, EOS, PAD = "<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>", "<｜▁pad▁｜>"
-IMAGE, BOI, EOI = "<image_placeholder>", "<begin_of_image>", "<end_of_image>"
-USER, ASSISTANT = "<|User|>", "<|Assistant|>"
-# Janus-Pro's chat format ("<|User|>: text\n<image_placeholder>\n\n<|Assistant|>:"), written for the tiny model
-CHAT_TEMPLATE = (
-    "{%- for message in messages -%}"
-    "{%- if message['role'] | lower == 'user' -%}{{ '<|User|>: ' }}"
-    "{%- for c in message['content'] -%}"
-    "{%- if c['type'] == 'image' -%}<image_placeholder>{%- else -%}{{ c['text'] }}{%- endif -%}"
-    "{%- if not loop.last -%}{{ '\\n' }}{%- endif -%}"
-    "{%- endfor -%}{{ '\\n\\n' }}"
-    "{%- else -%}{{ '<|Assistant|>: ' + message['content'][0]['text'] + '<｜end▁of▁sentence｜>' }}"
-    "{%- endif -%}{%- endfor -%}"
-    "{%- if add_generation_prompt -%}<|Assistant|>:{%- endif -%}")
-
-
 @dataclass
 class JanusProConfig:
     model_id: str = DEFAULT_ID  # hub id or a local folder written by save_pretrained (model + processor)
@@ -86,74 +73,9 @@ class JanusProConfig:
     tiny_codebook: int = 64
 
 
-# ----------------------------------------------------------------------------- building blocks
-
-def tiny_hf_config(c: JanusProConfig, vocab_size: int, image_token_id: int):
-    """A tiny `JanusConfig` (llama text model, SigLIP-style ViT, JanusVQVAE) with a consistent image grid:
-    ViT patches = VQ codes = (tiny_image_size / tiny_patch)^2."""
-    from transformers import JanusConfig
-
-    n_down = c.tiny_patch.bit_length() - 1
-    if 2 ** n_down != c.tiny_patch or c.tiny_image_size % c.tiny_patch:
-        raise ValueError(f"tiny_patch must be a power of 2 dividing tiny_image_size, got {c.tiny_patch} and "
-                         f"{c.tiny_image_size}")
-    h, n = c.tiny_hidden, (c.tiny_image_size // c.tiny_patch) ** 2
-    return JanusConfig(
-        text_config=dict(model_type="llama", vocab_size=vocab_size, hidden_size=h, intermediate_size=2 * h,
-                         num_hidden_layers=c.tiny_layers, num_attention_heads=4, num_key_value_heads=4,
-                         max_position_embeddings=1024, pad_token_id=None, bos_token_id=None,
-                         eos_token_id=None),
-        vision_config=dict(image_size=c.tiny_image_size, patch_size=c.tiny_patch, num_image_tokens=n,
-                           hidden_size=h // 2, num_hidden_layers=1, num_attention_heads=2, mlp_ratio=2,
-                           projection_dim=h, depth=2),
-        vq_config=dict(embed_dim=8, num_embeddings=c.tiny_codebook, latent_channels=32, base_channels=32,
-                       channel_multiplier=[1] * (n_down + 1), num_res_blocks=1, projection_dim=h,
-                       image_token_embed_dim=h, num_hidden_layers=2),
-        image_token_id=image_token_id)
-
-
-def tiny_processor(c: JanusProConfig):
-    """A `JanusProcessor` with a byte-level BPE tokenizer (no merges: any text, one token per byte), Janus's
-    special tokens and chat format, and a PIL image processor at tiny_image_size (mean = std = 0.5 as in
-    Janus-Pro)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
-    from transformers import JanusProcessor, PreTrainedTokenizerFast
-    from transformers.models.janus.image_processing_pil_janus import JanusImageProcessorPil
-
-    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
-    tok = Tokenizer(models.BPE(vocab={ch: i for i, ch in enumerate(alphabet)}, merges=[]))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    tok.add_special_tokens([BOS, EOS, PAD, IMAGE, BOI, EOI, USER, ASSISTANT])
-    tok.post_processor = processors.TemplateProcessing(single=f"{BOS} $A", pair=f"{BOS} $A $B",
-                                                       special_tokens=[(BOS, tok.token_to_id(BOS))])
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=BOS, eos_token=EOS, pad_token=PAD,
-                                   padding_side="left",
-                                   extra_special_tokens={"image_token": IMAGE, "boi_token": BOI,
-                                                         "eoi_token": EOI})
-    size = c.tiny_image_size
-    images = JanusImageProcessorPil(size={"height": size, "width": size}, image_mean=[0.5] * 3,
-                                    image_std=[0.5] * 3, min_size=1)
-    return JanusProcessor(image_processor=images, tokenizer=fast, chat_template=CHAT_TEMPLATE,
-                          num_image_tokens=(size // c.tiny_patch) ** 2)
-
-
-def pick_dtype(name: str, device) -> torch.dtype:
-    if name != "auto":
-        dt = getattr(torch, str(name).replace("torch.", ""), None)
-        if not isinstance(dt, torch.dtype):
-            raise ValueError(f"dtype must be 'auto' or a torch dtype name (bfloat16, float16, float32), got {name!r}")
-        return dt
-    device = torch.device(device)
-    if device.type != "cuda":
-        return torch.float32
-    major, _ = torch.cuda.get_device_capability(device)
-    return torch.bfloat16 if major >= 8 else torch.float16  # T4 (7.5) has no fast bf16
-
-
 # ----------------------------------------------------------------------------- the UMM
 
-class JanusPro(UMM):
+class JanusPro(JanusCore):
     arch = "janus-pro"
     config_cls = JanusProConfig
 
@@ -187,6 +109,7 @@ class JanusPro(UMM):
             raise ValueError(f"tokenizer id of {processor.image_token} differs from the model's image_token_id "
                              f"{self.img_id}: processor and model come from different checkpoints?")
         self.boi_id = self.tok.convert_tokens_to_ids(processor.image_start_token)
+        self.pad_id, self.bos_id = self.tok.pad_token_id, self.tok.bos_token_id
         if processor.num_image_tokens != self.n_und:
             raise ValueError(f"processor expands an image to {processor.num_image_tokens} tokens, the vision model "
                              f"makes {self.n_und}")
@@ -217,26 +140,9 @@ class JanusPro(UMM):
         return self.hf.config.vision_config.image_size
 
     @property
-    def n_und(self) -> int:
-        return (self.und_size // self.hf.config.vision_config.patch_size) ** 2
-
-    @property
-    def n_gen(self) -> int:
-        return self.hf.config.vq_config.num_patches ** 2
-
-    @property
     def device(self):
         # the head's device, not the first parameter's: with a device map the layers spread over GPUs
         return self.hf.lm_head.weight.device
-
-    @property
-    def dtype(self):
-        return self.hf.lm_head.weight.dtype
-
-    def train(self, mode: bool = True):
-        super().train(mode)
-        self.hf.model.vqmodel.eval()
-        return self
 
     # --- text ----------------------------------------------------------------------------------------
     def _chat(self, text: str, image: bool) -> str:
@@ -254,38 +160,22 @@ class JanusPro(UMM):
         enc = self.tok(texts, padding=True, padding_side="left", return_tensors="pt")
         return enc["input_ids"].to(self.device), enc["attention_mask"].to(self.device)
 
+    def format_reca_sample(self, template: str) -> str:
+        """The text of a RecA sample: one chat turn with the image expanded to its N condition slots, the
+        template as the user's text, and the assistant's <begin_of_image> after which the VQ codes follow."""
+        return self._chat(template, True) + self.processor.image_start_token
+
     def _gen_prefix(self, prompts: list, with_image: bool):
         """`<bos> <|User|>: [<boi> IMG*N <eoi>\\n] prompt\\n\\n<|Assistant|>:<boi>` -> ids, mask (B, P)."""
         return self._ids([self._chat(p, with_image) + self.processor.image_start_token for p in prompts])
 
-    def _uncond(self, ids):
-        """Janus's unconditional prompt: every token but <bos> and the final <boi> becomes <pad>."""
-        keep = ids == self.tok.bos_token_id
-        keep[:, -1] = True
-        return torch.where(keep, ids, torch.full_like(ids, self.tok.pad_token_id))
-
-    def _embed_prefix(self, ids, cond):
-        """Token embeddings; IMG slots take `cond` (B, N, D) in rows that still have them."""
-        emb = self.hf.get_input_embeddings()(ids)
-        if cond is None:
-            return emb
-        slots = ids == self.img_id
-        rows = slots.any(1)
-        if rows.any():
-            emb = emb.masked_scatter(slots[..., None], cond[rows].to(emb.dtype))
-        return emb
-
-    def _gen_embed(self, tokens):
-        """VQ codes -> LLM input embeddings (generation embedding + aligner, fp32) in the LLM's dtype."""
-        return self.hf.prepare_embeddings_for_image_generation(tokens).to(self.dtype)
-
-    def _gen_logits(self, hidden):
-        return self.hf.model.generation_head(hidden.float())
+    def _prefix(self, prompts: list, cond):
+        return self._gen_prefix(prompts, cond is not None)
 
     # --- images --------------------------------------------------------------------------------------
     def _und_pixels(self, images):
         """[0, 1] images at any square size -> SigLIP input at und_size, normalised like the processor."""
-        _check(images)
+        check_image_batch(images, "understanding images")
         if images.shape[-1] != self.und_size or images.shape[-2] != self.und_size:
             images = F.interpolate(images.float(), size=(self.und_size,) * 2, mode="bicubic",
                                    antialias=True, align_corners=False).clamp(0, 1)
@@ -294,38 +184,9 @@ class JanusPro(UMM):
     @torch.no_grad()
     def encode_images(self, images):
         """(B, 3, S, S) in [0, 1] -> (B, M) VQ codes."""
-        _check(images, self.image_size)
+        check_image_batch(images, "target images", size=self.image_size)
         x = (images.to(self.device).float() * 2 - 1).to(self.dtype)
         return self.hf.model.vqmodel.encode(x).image_tokens.view(len(images), -1)
-
-    @torch.no_grad()
-    def decode_tokens(self, tokens):
-        """(B, M) VQ codes -> (B, 3, S, S) float in [0, 1]."""
-        return ((self.hf.decode_image_tokens(tokens).float().permute(0, 3, 1, 2) + 1) / 2).clamp(0, 1)
-
-    # --- the UMM interface ---------------------------------------------------------------------------
-    def understanding_embedding(self, images):
-        """SigLIP path: aligner(vision_model(x)) -> (B, 576, D_llm)."""
-        return self.hf.model.get_image_features(self._und_pixels(images)).pooler_output
-
-    def generation_loss(self, images, prompts, cond=None):
-        """Janus's next-token CE over the image's VQ codes through the generation head."""
-        if len(images) != len(prompts):
-            raise ValueError(f"{len(images)} images but {len(prompts)} prompts")
-        if cond is not None and (cond.shape[0] != len(images) or cond.shape[1] != self.n_und):
-            raise ValueError(f"cond must be (B={len(images)}, {self.n_und}, D), got {tuple(cond.shape)}")
-        tok = self.encode_images(images)  # (B, M)
-        ids, mask = self._gen_prefix(list(prompts), cond is not None)
-        if self.training and self.config.cfg_dropout > 0:
-            drop = torch.rand(len(ids), device=ids.device) < self.config.cfg_dropout
-            ids = torch.where(drop[:, None], self._uncond(ids), ids)
-        emb = torch.cat([self._embed_prefix(ids, cond), self._gen_embed(tok)], 1)
-        mask = torch.cat([mask, torch.ones_like(tok)], 1)
-        hs = self.hf.model.language_model(inputs_embeds=emb, attention_mask=mask,
-                                          position_ids=_positions(mask)).last_hidden_state
-        P = ids.shape[1]
-        logits = self._gen_logits(hs[:, P - 1:-1])  # position t predicts code t+1
-        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tok.reshape(-1))
 
     def _i2t_prefix(self) -> str:
         return self._chat(self.config.i2t_question, image=True)
@@ -354,56 +215,10 @@ class JanusPro(UMM):
         return F.cross_entropy(logits, target[sel])
 
     @torch.no_grad()
-    def sample_tokens(self, prompts, cond=None, generator=None, cfg_scale=None, temperature=None, top_k=None):
-        """(B, M) VQ codes by Janus's AR loop with CFG (conditional rows, then unconditional rows)."""
-        from transformers import DynamicCache
-
-        from reca_nb.models.janus import _pick
-
-        c = self.config
-        cfg_scale = c.cfg_scale if cfg_scale is None else cfg_scale
-        temperature = c.temperature if temperature is None else temperature
-        top_k = c.top_k if top_k is None else top_k
-        ids, mask = self._gen_prefix(list(prompts), cond is not None)
-        B, guided = len(ids), cfg_scale is not None and cfg_scale > 1
-        if guided:
-            ids, mask = torch.cat([ids, self._uncond(ids)]), torch.cat([mask, mask])
-            cond = None if cond is None else torch.cat([cond, cond])
-        lm = self.hf.model.language_model
-        cache = DynamicCache(config=lm.config)
-        pos = _positions(mask)
-        out = lm(inputs_embeds=self._embed_prefix(ids, cond), attention_mask=mask, position_ids=pos,
-                 use_cache=True, **cache_kwargs(lm, cache))
-        pos = pos[:, -1:]
-        tokens = torch.zeros(B, self.n_gen, dtype=torch.long, device=ids.device)
-        for i in range(self.n_gen):
-            logits = self._gen_logits(out.last_hidden_state[:, -1])
-            if guided:
-                cond_l, uncond_l = logits.chunk(2)
-                logits = uncond_l + cfg_scale * (cond_l - uncond_l)
-            tokens[:, i] = _pick(logits, temperature, top_k, generator).to(tokens.device)
-            if i + 1 == self.n_gen:
-                break
-            nxt = tokens[:, i:i + 1].repeat(2 if guided else 1, 1)
-            mask = torch.cat([mask, torch.ones_like(nxt)], 1)
-            pos = pos + 1
-            out = lm(inputs_embeds=self._gen_embed(nxt), attention_mask=mask, position_ids=pos,
-                     use_cache=True, **cache_kwargs(lm, cache))
-        return tokens
-
-    @torch.no_grad()
-    def sample(self, prompts, cond=None, generator=None, **kwargs):
-        """One image per prompt -> (B, 3, S, S) in [0, 1]. kwargs: cfg_scale, temperature, top_k. A
-        torch.Generator must live on the model's device (CPU generator for a CPU model)."""
-        return self.decode_tokens(self.sample_tokens(list(prompts), cond, generator, **kwargs))
-
-    @torch.no_grad()
     def caption(self, images, max_len: int | None = None):
         """Greedy answers to `i2t_question` via transformers' text `generate`."""
         max_len = max_len or 48
         from transformers import GenerationConfig
-
-        from reca_nb.models.janus import text_generate_quietly
 
         ids, mask = self._ids([self._i2t_prefix()] * len(images))
         gc = GenerationConfig(bos_token_id=self.tok.bos_token_id, eos_token_id=self.tok.eos_token_id,
@@ -412,11 +227,6 @@ class JanusPro(UMM):
             out = self.hf.generate(input_ids=ids, attention_mask=mask, pixel_values=self._und_pixels(images),
                                    generation_config=gc, generation_mode="text")
         return [s.strip() for s in self.tok.batch_decode(out[:, ids.shape[1]:], skip_special_tokens=True)]
-
-    def parameter_groups(self):
-        from reca_nb.models.janus import janus_parameter_groups
-
-        return janus_parameter_groups(self)
 
     def lora_full(self) -> list:
         """Trained in full next to LoRA adapters: the whole generation path (embedding, aligner, head)."""
@@ -442,19 +252,6 @@ class JanusPro(UMM):
                                            self.dtype.itemsize,
                                            checkpointing=self.checkpointing, logit_tokens=n, vocab=v)
                    for b, s, n, v in seqs)
-
-
-def _positions(mask):
-    """Position ids that skip left padding (what `generate` computes from the attention mask)."""
-    return (mask.long().cumsum(-1) - 1).clamp(min=0)
-
-
-def _check(images, size=None):
-    if not torch.is_tensor(images) or images.ndim != 4 or images.shape[1] != 3:
-        raise ValueError("expected an image tensor (B, 3, H, W) in [0, 1], got "
-                         f"{tuple(images.shape) if torch.is_tensor(images) else type(images).__name__}")
-    if size is not None and tuple(images.shape[-2:]) != (size, size):
-        raise ValueError(f"expected {size}x{size} target images for the VQ-VAE, got {tuple(images.shape[-2:])}")
 
 
 # ----------------------------------------------------------------------------- entry points

@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from reca_nb.models.common import enable_activation_checkpointing, gen_device
+from reca_nb.models.real.common import pick_dtype
 from reca_nb.models.umm import UMM
 
 USER, ASSISTANT = "<|im_start|>user\n", "<|im_end|>\n<|im_start|>assistant\n"
@@ -75,8 +76,8 @@ class OpenUniReal(UMM):
 
         cfg = copy.deepcopy(config) if config is not None else OpenUniRealConfig()
         dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        dtype = _resolve_dtype(cfg.dtype, dev)
-        self.tok, self.vlm, self.dit, self.vae = parts or (_tiny_parts if cfg.tiny else _hub_parts)(cfg, dtype)
+        dtype = pick_dtype(cfg.dtype, dev)
+        self.tok, self.vlm, self.dit, self.vae = parts or (tiny_openuni_parts if cfg.tiny else _hub_parts)(cfg, dtype)
         if parts is not None:
             self.vlm, self.vae = self.vlm.to(dtype), self.vae.to(dtype)
         self.vlm.requires_grad_(False).eval()
@@ -336,14 +337,6 @@ def load(tiny: bool = False, vlm_id=None, dit_id=None, vae_id=None, dtype=None, 
     return OpenUniReal(OpenUniRealConfig(tiny=tiny, **{**small, **ids, **overrides}), device=device)
 
 
-def _resolve_dtype(name: str, device: torch.device) -> torch.dtype:
-    if name != "auto":
-        return getattr(torch, name)
-    if device.type != "cuda":
-        return torch.float32
-    return torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else torch.float16
-
-
 def _hub_parts(cfg: OpenUniRealConfig, dtype: torch.dtype):
     """Tokenizer, VLM and VAE in `dtype` (frozen), SANA DiT in fp32 (trained; AdamW keeps fp32 weights)."""
     from diffusers import AutoencoderDC, AutoencoderKL, SanaTransformer2DModel
@@ -357,52 +350,4 @@ def _hub_parts(cfg: OpenUniRealConfig, dtype: torch.dtype):
     return tok, vlm, dit, vae
 
 
-def tiny_tokenizer(cfg: OpenUniRealConfig):
-    """A word-level tokenizer over the shape-world vocabulary with InternVL's chat tokens: an offline stand-in
-    for the VLM's own tokenizer (its ids fit any vocabulary at least as large)."""
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    from reca_nb.world import text
-
-    specials = ["<pad>", "<unk>", "<|im_start|>", "<|im_end|>", "<img>", "</img>", "<IMG_CONTEXT>"]
-    words = set(text.tokenizer().itos[len(text.SPECIALS):]) | set(
-        text.split_words(" ".join([USER, ASSISTANT, GENERATION, CFG_PROMPT, cfg.caption_prompt])))
-    vocab = {w: i for i, w in enumerate(specials + sorted(words - set(specials)))}
-    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    backend.normalizer = normalizers.Lowercase()
-    backend.pre_tokenizer = pre_tokenizers.Whitespace()
-    return PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", unk_token="<unk>",
-                                   eos_token="<|im_end|>", additional_special_tokens=specials[2:])
-
-
-def _tiny_parts(cfg: OpenUniRealConfig, dtype: torch.dtype):
-    """The same classes at a tiny random size, no download: a word-level tokenizer over the shape-world
-    vocabulary with InternVL's chat tokens, InternVL (ViT 32 px / patch 4 -> 16 image tokens, Qwen2 LLM of
-    width 64), a 2-stage DC-AE (factor 4, 4 channels) and a 2-layer SANA."""
-    from diffusers import AutoencoderDC, SanaTransformer2DModel
-    from transformers import InternVLConfig, InternVLForConditionalGeneration
-
-    tok = tiny_tokenizer(cfg)
-    vocab = tok.get_vocab()
-    d = 64
-    vlm = InternVLForConditionalGeneration(InternVLConfig(
-        vision_config=dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
-                           image_size=32, patch_size=4),
-        text_config=dict(model_type="qwen2", vocab_size=len(vocab), hidden_size=d, intermediate_size=2 * d,
-                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                         max_position_embeddings=512, pad_token_id=0, eos_token_id=vocab["<|im_end|>"]),
-        image_token_id=vocab["<IMG_CONTEXT>"], image_seq_length=16, downsample_ratio=0.5))
-    vae = AutoencoderDC(in_channels=3, latent_channels=4, attention_head_dim=8, encoder_block_types="ResBlock",
-                        decoder_block_types="ResBlock", encoder_block_out_channels=(16, 32, 32),
-                        decoder_block_out_channels=(16, 32, 32), encoder_layers_per_block=(1, 1, 1),
-                        decoder_layers_per_block=(1, 1, 1), encoder_qkv_multiscales=((),) * 3,
-                        decoder_qkv_multiscales=((),) * 3, scaling_factor=1.0)
-    dit = SanaTransformer2DModel(
-        in_channels=4, out_channels=4, num_attention_heads=2, attention_head_dim=16, num_layers=2,
-        num_cross_attention_heads=2, cross_attention_head_dim=16, cross_attention_dim=32, caption_channels=d,
-        mlp_ratio=2.5, sample_size=cfg.image_size // 4, patch_size=1, interpolation_scale=1)
-    if dtype != torch.float32:
-        vlm, vae = vlm.to(dtype), vae.to(dtype)
-    return tok, vlm, dit, vae
-
+from reca_nb.models.real.tiny import tiny_openuni_parts, tiny_tokenizer  # noqa: E402  (tiny twin; reads USER etc.)
