@@ -31,16 +31,6 @@ RESULTS_DIR = REPO_ROOT / "results"  # the shipped sweep (python -m reca_nb.repr
 
 # ----------------------------------------------------------------------------- rows
 
-def shipped_runs(arch: str, arm: str, runs_dir: Path | None = None) -> list:
-    """The job files of one arm as dicts, one per seed in seed order (`runs/<arch>-<arm>-s<seed>.json`)."""
-    runs_dir = Path(runs_dir or RESULTS_DIR / "runs")
-    paths = sorted(runs_dir.glob(f"{arch}-{arm}-s*.json"), key=lambda p: int(p.stem.rsplit("-s", 1)[1]))
-    if not paths:
-        raise FileNotFoundError(f"no job files {arch}-{arm}-s*.json in {runs_dir}; run "
-                                f"`python -m reca_nb.reproduce --archs={arch}`")
-    return [json.loads(p.read_text()) for p in paths]
-
-
 def _metric(result: dict, name: str):
     m = result["metrics"]
     for part in name.split("."):
@@ -318,6 +308,16 @@ def load_results(out_dir=None) -> dict:
     return {r["job_id"]: Run(r["job_id"], r["arch"], r["arm"], int(r["seed"]), int(r["steps"]), r["metrics"],
                              r.get("history", []), r.get("device", ""), float(r.get("wall_s", math.nan)))
             for r in runs}
+
+
+def shipped_runs(arch: str, arm: str, runs_dir: Path | None = None) -> list:
+    """The job files of one arm as dicts, one per seed in seed order (`runs/<arch>-<arm>-s<seed>.json`)."""
+    runs_dir = Path(runs_dir or RESULTS_DIR / "runs")
+    paths = sorted(runs_dir.glob(f"{arch}-{arm}-s*.json"), key=lambda p: int(p.stem.rsplit("-s", 1)[1]))
+    if not paths:
+        raise FileNotFoundError(f"no job files {arch}-{arm}-s*.json in {runs_dir}; run "
+                                f"`python -m reca_nb.reproduce --archs={arch}`")
+    return [json.loads(p.read_text()) for p in paths]
 
 
 def seed_values(runs: dict, arch: str, arm: str, metric: str) -> list:
