@@ -40,7 +40,6 @@ if "google.colab" in sys.modules and not os.path.isdir("/content/reca_nb"):
           "the top (this cell then skips the install).")
 
 # %%
-import json
 import random
 
 import torch
@@ -49,8 +48,7 @@ from reca_nb import explorer
 from reca_nb import plotting
 from reca_nb.world import prompts
 from reca_nb.world import shapes
-from reca_nb.paths import DATA_DIR
-from reca_nb.reproduce import verdict
+from reca_nb.reproduce import report, verdict
 
 torch.manual_seed(0)
 
@@ -80,11 +78,11 @@ assert len(set(diverse)) >= 360 and prompts.load_templates("single") == (prompts
 # 0.45 to 0.17 / 0.15 and neither reconstructing better: too short and too hot to separate them.)
 
 # %%
-RUNS = DATA_DIR.parent / "results" / "runs"
+RUNS = report.load_results()  # {job_id: Run}, one per finished job file in results/runs/
 
 
-def seeds(arch, arm, metric="overall"):
-    return [json.loads((RUNS / f"{arch}-{arm}-s{s}.json").read_text())["metrics"]["t2i"][metric] for s in range(3)]
+def seeds(arch, arm, metric="t2i.overall"):
+    return report.seed_values(RUNS, arch, arm, metric)  # one value per seed, seed order
 
 
 table = {}

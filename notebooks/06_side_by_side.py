@@ -37,18 +37,13 @@ if "google.colab" in sys.modules and not os.path.isdir("/content/reca_nb"):
           "the top (this cell then skips the install).")
 
 # %%
-import csv
-import json
 from collections import Counter
 
 import torch
 
 from reca_nb.models import registry
 from reca_nb import plotting
-from reca_nb.paths import DATA_DIR
-from reca_nb.recipe import DECOUPLED, SHARED
-
-RESULTS = DATA_DIR.parent / "results"  # shipped next to data/ in the repository
+from reca_nb.reproduce import report, verdict
 
 # %% tags=["parameters"]
 PROMPTS = ["a red circle", "two blue squares", "a green triangle left of a yellow circle",
@@ -58,20 +53,16 @@ PROMPTS = ["a red circle", "two blue squares", "a green triangle left of a yello
 # ## 1 · Five families, six miniatures
 
 # %%
-manifest = json.loads((registry.CHECKPOINT_DIR / "MANIFEST.json").read_text())
 print(f"{'arch':11s} {'kind':10s} {'params':>7s} {'GenEval-mini':>12s} {'I2T exact':>9s}")
 for arch in registry.ARCHS:
-    kind = "shared" if arch in SHARED else "decoupled"
-    e = manifest.get(arch)
-    if e is None:
-        print(f"{arch:11s} {kind:10s}   (no base shipped: its T2I stayed at chance, see data/README.md)")
-        continue
-    print(f"{arch:11s} {kind:10s} {e['params'] / 1e6:6.2f}M {e['scores']['t2i']['overall']:12.2f} "
-          f"{e['scores']['i2t']['exact']:9.2f}")
+    e = registry.manifest(arch)  # what `python -m reca_nb.build.pretrain` recorded for the shipped base
+    print(f"{arch:11s} {registry.card(arch).paradigm:10s} {e['params'] / 1e6:6.2f}M "
+          f"{e['scores']['t2i']['overall']:12.2f} {e['scores']['i2t']['exact']:9.2f}")
 
 # %%
-shipped = [a for a in registry.ARCHS if registry.base_path(a).exists()]
-assert len(shipped) == 6 and set(SHARED) | set(DECOUPLED) == set(registry.ARCHS)
+shipped = [a for a in registry.ARCHS if registry.has_base(a)]
+paradigms = Counter(registry.card(a).paradigm for a in shipped)
+assert len(shipped) == 6 and paradigms == {"shared": 4, "decoupled": 2}
 
 # %% [markdown]
 # The same six prompts through every shipped base (one sampling seed):
@@ -94,19 +85,18 @@ assert all(s.shape == (len(PROMPTS), 3, 32, 32) for s in samples)
 # s), then OpenUni's 15 and Harmon's 21 on a 2-core CPU (`--jobs=2`, one thread each, ≈42 and ≈41 min); each job
 # file records its device. The whole table on 2 CPU cores costs ≈8.5 CPU-hours.
 #
-# Read straight from `results/claims.csv`. Each row compares two arms trained from the same base for the same
-# number of steps over 3 seeds; the verdict is *reproduced* only when the difference has the paper's sign and
-# clears max(2 SE, a minimum effect).
+# Read from `results/claims.csv` by `report.load_claims()`. Each row compares two arms trained from the same
+# base for the same number of steps over 3 seeds; the verdict is *reproduced* only when the difference has the
+# paper's sign and clears max(2 SE, a minimum effect).
 
 # %%
-with open(RESULTS / "claims.csv") as f:
-    rows = [r for r in csv.DictReader(f) if r["secondary"] == "False"]
-verdicts = Counter(r["verdict"] for r in rows)
+rows = [r for r in report.load_claims() if not r.secondary]  # the main table; per-category rows are secondary
+verdicts = Counter(r.verdict for r in rows)
 print(dict(verdicts))
 for r in rows:
-    if r["verdict"] != "skipped":
-        print(f"claim {r['claim'][-1]} {r['arch']:10s} {r['metric']:17s} {r['arm_a']} {r['expected']} {r['arm_b']:9s} "
-              f"{float(r['diff']):+.3f} ± {float(r['se']):.3f}  {r['verdict']}")
+    if r.verdict != "skipped":
+        print(f"claim {r.number} {r.arch:10s} {r.metric:17s} {r.arm_a} {r.expected} {r.arm_b:9s} "
+              f"{r.diff:+.3f} ± {r.se:.3f}  {r.verdict}")
 
 # %%
 assert sum(verdicts.values()) == len(rows) and verdicts["reproduced"] > 0 and verdicts["not reproduced"] > 0
@@ -115,21 +105,21 @@ assert sum(verdicts.values()) == len(rows) and verdicts["reproduced"] > 0 and ve
 # ## 3 · Claim 1 per architecture: RecA vs the same run without RecA
 
 # %%
-claim1 = {r["arch"]: {"control": float(r["b_mean"]), "RecA": float(r["a_mean"])}
-          for r in rows if r["claim"] == "claim1" and r["verdict"] != "skipped"}
+claim1 = {r.arch: {"control": r.b_mean, "RecA": r.a_mean}
+          for r in rows if r.claim == "claim1" and r.verdict != "skipped"}
 plotting.plot_bars(claim1, title="GenEval-mini after 400 (BAGEL 200) steps, mean of 3 seeds",
                    ylabel="GenEval-mini overall")
 
 # %%
-by = {(r["claim"], r["arch"], r["metric"], r["arm_b"]): r for r in rows}
-showo_clip = by[("claim1", "showo-clip", "t2i.overall", "control")]
-assert showo_clip["verdict"] == "inconclusive"  # the paper's main Show-o variant: +0.04 ± 0.04
-assert all(by[("claim1", a, "t2i.overall", "control")]["verdict"] == "not reproduced"
+by = {(r.claim, r.arch, r.metric, r.arm_b): r.verdict for r in rows}
+# the paper's main Show-o variant: +0.04 ± 0.04
+assert by[("claim1", "showo-clip", "t2i.overall", "control")] == "inconclusive"
+assert all(by[("claim1", a, "t2i.overall", "control")] == "not reproduced"
            for a in ("showo-vq", "janus", "harmon", "bagel", "openuni"))
-assert all(by[("claim3", a, "i2t.exact", "no_i2t")]["verdict"] == "reproduced"
+assert all(by[("claim3", a, "i2t.exact", "no_i2t")] == "reproduced"
            for a in ("showo-vq", "showo-clip", "janus", "harmon"))
-assert by[("claim4", "bagel", "i2t.exact", "freeze_none")]["verdict"] == "reproduced"
-assert by[("claim2", "showo-vq", "reca_ratio", "reca")]["verdict"] == "reproduced"
+assert by[("claim4", "bagel", "i2t.exact", "freeze_none")] == "reproduced"
+assert by[("claim2", "showo-vq", "reca_ratio", "reca")] == "reproduced"
 
 # %% [markdown]
 # ## What the miniatures say
@@ -161,11 +151,9 @@ assert by[("claim2", "showo-vq", "reca_ratio", "reca")]["verdict"] == "reproduce
 # 1. **Knob: `--steps`** in `python -m reca_nb.reproduce --only=claim1 --archs=showo-clip --steps=100`: does a
 #    shorter RecA run keep the gain and lose less?
 # 2. **Knob: `--seeds`.** With 5 seeds, does the Show-o CLIP row leave "inconclusive"?
-# 3. **Knob: `lambda_t2i`.** Add captioned T2I data to RecA (a new arm in `reca_nb/reproduce.py`): does it stop
-#    the forgetting?
+# 3. **Knob: `lambda_t2i`.** Add captioned T2I data to RecA (a new arm in `reca_nb/reproduce/claims.py` and its
+#    recipe in `plan.arm_stages`): does it stop the forgetting?
 
 # %%
 # Check for exercise 2's premise: the verdict needs at least 2 seeds per arm
-from reca_nb.reproduce import verdict  # noqa: E402
-
 assert verdict([0.5], [0.1], sign=1)["verdict"] == "inconclusive"

@@ -10,6 +10,8 @@
   plot_curves(curves)                      one panel per group, one line per arm, e.g. I2T over steps
   plot_premise(trajectories)               RecA's premise over training: reconstruction from the model's own
                                            und embedding (with chance and the gate) and the prompt gap
+  plot_claim(panels)                       a claim of the reproduce table: arm means, std and seeds per panel
+  plot_category_diffs(rows)                claim 1 per GenEval-mini category: RecA − control per arch
 
 Figures are plain `matplotlib.figure.Figure` objects, not registered with pyplot: no global state, no
 backend switch, nothing to close, headless-safe (Agg). In Jupyter, leave the figure as the cell's last
@@ -71,7 +73,8 @@ def image_grid(images, nrow: int = 8, titles=None, title: str | None = None):
         raise ValueError(f"got {len(titles)} titles for {B} images")
     ncol, nrows = min(nrow, B), math.ceil(B / nrow)
     pad = 0.35 if titles is not None else 0.05
-    fig = new_figure(figsize=(CELL * ncol, (CELL + pad) * nrows + (0.4 if title else 0)), layout="constrained")
+    height = (CELL + pad) * nrows + (0.4 if title else 0)
+    fig = new_figure(figsize=(CELL * ncol, height), layout="constrained")
     axes = fig.subplots(nrows, ncol, squeeze=False)
     for k, ax in enumerate(axes.flat):
         if k >= B:
@@ -201,8 +204,8 @@ def plot_bars(groups: dict, title: str = "", ylabel: str = "", ylim=(0, 1.05)):
 
 
 def plot_paired_diffs(diffs: dict, labels, title: str = "", xlabel: str = "matched pair"):
-    """Paired differences, one panel per metric: `diffs` = {metric: [arm A - arm B per matched pair]}, `labels`
-    names the pairs (x axis). Bars per pair, a zero line, and the mean difference as a dashed line."""
+    """Paired differences, one panel per metric: `diffs` = {metric: [arm A - arm B per matched pair]},
+    `labels` names the pairs (x axis). Bars per pair, a zero line, and the mean difference dashed."""
     if not diffs:
         raise ValueError("plot_paired_diffs needs at least one metric")
     labels = [str(x) for x in labels]
@@ -267,9 +270,9 @@ RECON_GATE = 0.5  # a base "reads its understanding space" from here on (issue 1
 
 def plot_premise(trajectories: dict, title: str = "RecA's premise over training"):
     """`trajectories` = {label: [{"step", "recon": {"spec"}, "prompt_gap": {"gap", "gap_std"}}, ...]}, the
-    "trajectory" a `python -m reca_nb.reproduce.premise --track_every=N` run records. Left: reconstruction spec from the
-    model's own understanding embedding, with chance and the gate; right: the prompt gap (how much T2I uses
-    its text), with its spread over noise draws."""
+    "trajectory" a `python -m reca_nb.reproduce.premise --track_every=N` run records. Left: reconstruction
+    spec from the model's own understanding embedding, with chance and the gate; right: the prompt gap (how
+    much T2I uses its text), with its spread over noise draws."""
     if not trajectories:
         raise ValueError("plot_premise needs at least one trajectory")
     fig = new_figure(figsize=(9.5, 3.4), layout="constrained")
@@ -292,4 +295,51 @@ def plot_premise(trajectories: dict, title: str = "RecA's premise over training"
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.suptitle(title)
+    return fig
+
+
+def plot_claim(panels: dict, title: str = ""):
+    """One panel per (arch, metric) of a claim: bars = arm means over seeds, error bars = std over seeds,
+    dots = the seeds. panels: {(arch, metric): {arm: [value per seed]}}; None with nothing to draw."""
+    if not panels:
+        return None
+    fig = new_figure(figsize=(max(3.2 * len(panels), 4.0), 3.2), layout="constrained")
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    for ax, ((arch, metric), arms) in zip(axes, panels.items()):
+        for i, vals in enumerate(arms.values()):
+            finite = [v for v in vals if math.isfinite(v)]
+            mean = float(np.mean(finite)) if finite else 0
+            std = float(np.std(finite, ddof=1)) if len(finite) > 1 else None
+            ax.bar(i, mean, 0.6, yerr=std, capsize=3, color=f"C{i}", alpha=0.8)
+            ax.plot([i] * len(vals), vals, "k.", ms=4)
+        ax.set_xticks(range(len(arms)), list(arms), rotation=20, fontsize=8)
+        ax.set_title(f"{arch}: {metric}", fontsize=9)
+        ax.grid(axis="y", alpha=0.3)
+    fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def plot_category_diffs(rows: list):
+    """Claim 1 per GenEval-mini category: RecA − control (mean over seeds, ± SE) per arch, from the claims
+    table's rows (reca_nb.reproduce.report.claim_rows); None without detail rows."""
+    detail = [r for r in rows if r["claim"] == "claim1" and r["secondary"] and r["verdict"] != "skipped"]
+    archs = list(dict.fromkeys(r["arch"] for r in detail))
+    if not archs:
+        return None
+    fig = new_figure(figsize=(9, 3.4), layout="constrained")
+    ax = fig.subplots()
+    xs = np.arange(len(CATEGORIES))
+    width = 0.8 / len(archs)
+    for i, arch in enumerate(archs):
+        by = {r["metric"][4:]: r for r in detail if r["arch"] == arch}
+        d = [by[c]["diff"] if c in by else np.nan for c in CATEGORIES]
+        se = [by[c]["se"] if c in by else np.nan for c in CATEGORIES]
+        se = None if all(not math.isfinite(x) for x in se) else np.nan_to_num(se)
+        ax.bar(xs + (i - (len(archs) - 1) / 2) * width, d, width, yerr=se, capsize=2, label=arch)
+    ax.axhline(0, color="grey", lw=0.8)
+    ax.set_xticks(xs, [CATEGORY_TITLES[c] for c in CATEGORIES])
+    ax.set_ylabel("RecA − control (accuracy)")
+    ax.set_title("Claim 1 per GenEval-mini category (± SE over seeds)")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8, ncol=min(len(archs), 4))
     return fig

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from reca_nb.config import check_choices
+from reca_nb.models import registry
 
 # ----------------------------------------------------------------------------- the recipe
 
@@ -25,11 +26,11 @@ from reca_nb.config import check_choices
 @dataclass(frozen=True)
 class Recipe:
     # --- what is trained -----------------------------------------------------------------------------
-    arch: str = "showo-clip"  # registry name (reca_nb.models.registry.ARCHS)
+    arch: str = "showo-clip"  # registry name (reca_nb.models.registry.CARDS)
     stage: Literal["reca", "pretrain", "control"] = "reca"  # label only: which kind of run this is
     # --- practice 1: information bottleneck on the understanding input -------------------------------
     und_res: int = 0  # understanding input resolution; 0 = the model's native und_size. Paper: BAGEL ViT
-    #                   224 for 512 targets, Show-o VQ 256 for 512 (512 collapses); see REAL_UND_RES
+    #                   224 for 512 targets, Show-o VQ 256 for 512 (512 collapses); see ArchCard.paper_res
     blur_sigma: float = 0.0  # Gaussian blur (pixels at und_res) on the understanding input; 0 = none.
     #                          Paper: Show-o "blur8" = down 8x and back up, the fallback bottleneck
     i2t_und_res: tuple = ()  # I2T-only: cycle the und input through these resolutions (pretraining teaches
@@ -60,7 +61,7 @@ class Recipe:
     n_images: int = 4000  # unlabelled pool for RecA, also the I2T pool. Paper: 10K (BAGEL) .. MidjourneyV6
     n_t2i_pairs: int = 300  # captioned pool for T2I; small, so the base has T2I headroom
     data_seed: int = 0  # which shape-world pool (rendered at the model's image_size)
-    # --- world options (reca_nb.world.data; all off by default, and then absent from fingerprints: WORLD_FIELDS) -
+    # --- world options (reca_nb.world.data; off by default, and then absent from fingerprints) ------------
     i2t_fact_p: float = 0.0  # share of I2T captions followed by one true relation / count / colour-shape
     #                          sentence in the eval's words (shapes.fact_sentence), as VLM captions state them
     t2i_sparse_p: float = 0.0  # T2I prompts lose their relation, count and binding with this probability
@@ -150,17 +151,14 @@ def gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
     return F.conv2d(out, k.view(1, 1, -1, 1).expand(C, 1, -1, 1), groups=C)  # vertical
 
 
-# ----------------------------------------------------------------------------- understanding resolutions
+# ----------------------------------------------------------------------------- per-architecture presets
 
-# (minimum understanding input, generation target) of the official RecA configs, in pixels
-REAL_UND_RES = {
-    "bagel": (224, 512),  # SigLIP2 NaViT at 224 (16x16 tokens) for 512-1024 FLUX-AE targets; 512 in: worse
-    "showo-vq": (256, 512),  # same MAGVIT tokenizer in and out: 256 in (down_scale 2); 512 in copies
-    "showo-clip": (336, 512),  # frozen CLIP ViT-L/14-336 features for 512 MAGVIT targets
-    "janus": (384, 384),  # SigLIP in, VQ out at the same 384: a natural bottleneck (different spaces)
-    "harmon": (512, 512),  # MAR encoder on unmasked KL-16 latents vs masked target: semantic, no collapse
-    "openuni": (448, 512),  # InternViT at 448 (256 tokens) for 512 DC-AE targets
-}
+# The paper's values per family (resolutions, optimisers, paradigm) live on the registry's cards
+# (reca_nb.models.registry.CARDS); these names are views of them for existing callers.
+SHARED = tuple(n for n in registry.MINIS if registry.CARDS[n].paradigm == "shared")  # one set of weights
+DECOUPLED = tuple(n for n in registry.MINIS if registry.CARDS[n].paradigm == "decoupled")  # separate und path
+REAL_UND_RES = {n: registry.CARDS[n].paper_res for n in registry.MINIS}  # (und, target) of the paper
+PRESETS = ("reca", "pretrain", "control", "ci", "colab")
 
 
 def mini_und_res(arch: str, image_size: int = 32) -> int:
@@ -173,43 +171,19 @@ def mini_und_res(arch: str, image_size: int = 32) -> int:
     return max(4, 4 * math.floor(image_size * und / target / 4 + 0.5))
 
 
-# ----------------------------------------------------------------------------- presets
-
-SHARED = ("showo-vq", "showo-clip", "janus", "harmon")  # one set of weights understands and generates
-DECOUPLED = ("bagel", "openuni")  # separate understanding path -> freeze it, no I2T term
-PRESETS = ("reca", "pretrain", "control", "ci", "colab")
-
-# Official optimiser settings, scaled for the minis: (lr, betas, weight_decay, schedule, warmup, steps).
-# Steps: paper 5000 (1000 for BAGEL) -> 400 (200). LR: the paper's 5e-7..4e-5 is for 1-14 B models that are
-# already converged; a 1-5 M mini needs ~1e-4..1e-3, so every arch gets 5e-4 (prototype: 400 RecA steps at
-# 5e-4 show collapse and the I2T-mix effect). Warm-up keeps the paper's fraction of the run.
-_OPT = {
-    "showo-vq": dict(lr=5e-4, betas=(0.9, 0.999), weight_decay=0.01, schedule="cosine", warmup=80, steps=400),
-    "showo-clip": dict(lr=5e-4, betas=(0.9, 0.999), weight_decay=0.01, schedule="cosine", warmup=80,
-                       steps=400),
-    # Janus: no official RecA recipe (the guide only says "natural bottleneck"); Harmon-like guess
-    "janus": dict(lr=5e-4, betas=(0.9, 0.95), weight_decay=0.01, schedule="cosine", warmup=4, steps=400),
-    "harmon": dict(lr=5e-4, betas=(0.9, 0.95), weight_decay=0.02, schedule="cosine", warmup=4, steps=400),
-    "openuni": dict(lr=5e-4, betas=(0.9, 0.95), weight_decay=0.05, schedule="cosine", warmup=4, steps=400),
-    # BAGEL: constant LR with 1000 warm-up steps over a 1000-step run; the mini warms up for 10% instead
-    "bagel": dict(lr=5e-4, betas=(0.9, 0.95), weight_decay=0.0, schedule="constant", warmup=20, steps=200),
-}
-
-
-# Janus's T2I learns slowest (H100 runs, GenEval-mini: 1200 steps 0.33, 2400 steps 0.51; chance 0.23)
-_PRETRAIN_STEPS = {"janus": 2400}
-
-
 def preset(arch: str, name: str = "reca", image_size: int = 32) -> Recipe:
     """Named recipe for an architecture: "reca" (the official recipe, scaled), "pretrain" (T2I + I2T base
     training, no RecA), "control" (the RecA run minus the RecA term), "ci" (seconds), "colab" (GPU,
-    longer). Architectures outside REAL_UND_RES (e.g. a registered test toy) get shared-model defaults."""
-    from reca_nb.models.registry import check
-
-    check(arch)
+    longer). Real models (registry cards with real=True) have only "reca". Architectures without a card
+    (e.g. a registered test toy) get shared-model defaults."""
+    card = registry.card(arch)
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; valid: {', '.join(PRESETS)}")
-    decoupled = arch in DECOUPLED
+    if card.real:
+        if name != "reca":
+            raise ValueError(f"{arch} is a real model: its only preset is 'reca', got {name!r}")
+        return Recipe(arch=arch, **card.reca)
+    decoupled = card.paradigm == "decoupled"
     base = Recipe(arch=arch)
     if name == "pretrain":  # the base UMM: captioned T2I (small pool) + I2T at every bottleneck size
         small = mini_und_res(arch, image_size)
@@ -217,10 +191,9 @@ def preset(arch: str, name: str = "reca", image_size: int = 32) -> Recipe:
                        freeze="none", lr=2e-3, betas=(0.9, 0.95), weight_decay=0.01, schedule="cosine",
                        warmup=50, i2t_und_res=tuple(sorted({image_size, small}, reverse=True)),
                        save_every=200,
-                       # 300 pairs left the showo-clip base below chance (GenEval-mini 0.15 at 600 steps);
-                       # 2000 pairs x 1200 steps gave 0.42 (chance 0.23): headroom, but above chance
-                       n_t2i_pairs=2000, steps=_PRETRAIN_STEPS.get(arch, 1200))
-    reca = replace(base, und_res=mini_und_res(arch, image_size), **_OPT.get(arch, {}),
+                       # 2000 captioned pairs: with 300 the base stays near chance, with no T2I headroom
+                       n_t2i_pairs=2000, steps=card.pretrain_steps)
+    reca = replace(base, und_res=mini_und_res(arch, image_size), **card.scaled_optimiser,
                    freeze="understanding" if decoupled else "none",  # practice 3
                    lambda_i2t=0.0 if decoupled else 1.0, i2t_ratio=0.0 if decoupled else 1.0)  # practice 4
     if name == "reca":

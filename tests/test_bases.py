@@ -1,9 +1,7 @@
 """The shipped base checkpoints (data/checkpoints): manifest integrity, offline load, one RecA step, one I2T
 step, T2I samples and captions for every architecture that has a base. The scores themselves are measured by
-`python -m reca_nb.build.pretrain` and recorded in MANIFEST.json / data/README.md; here we re-check that a base is
-far above the prompt-ignoring chance score on a small prompt set."""
-import json
-
+`python -m reca_nb.build.pretrain` and recorded in MANIFEST.json / data/README.md; here we re-check that a base
+is far above the prompt-ignoring chance score on a small prompt set."""
 import pytest
 import torch
 
@@ -12,18 +10,20 @@ from reca_nb.evaluation import geneval
 from reca_nb.build.pretrain import sha256
 from reca_nb.recipe import preset
 
-MANIFEST = json.loads((registry.CHECKPOINT_DIR / "MANIFEST.json").read_text())
-SHIPPED = sorted(a for a in registry.ARCHS if registry.base_path(a).exists())
+SHIPPED = sorted(a for a in registry.ARCHS if registry.has_base(a))
 
 
 def test_every_shipped_base_is_in_the_manifest_with_its_hash():
     assert len(SHIPPED) == len(registry.ARCHS) == 6  # every architecture has a base
     for arch in SHIPPED:
-        entry = MANIFEST[arch]
+        entry = registry.manifest(arch)
         path = registry.base_path(arch)
         assert entry["sha256"] == sha256(path), f"{arch}: file differs from MANIFEST.json"
         assert entry["bytes"] == path.stat().st_size <= 10_500_000  # each base stays small
         assert entry["scores"]["t2i"]["overall"] >= 0.33 and entry["scores"]["i2t"]["exact"] >= 0.9
+        assert registry.base_fingerprint(arch) == entry["sha256"]
+        assert registry.image_size(arch) == entry["model_config"]["image_size"] == 32
+    assert registry.manifest("janus-pro") is None and registry.image_size("janus-pro") == 32  # not shipped
 
 
 @pytest.mark.parametrize("arch", SHIPPED)

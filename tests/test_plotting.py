@@ -147,3 +147,22 @@ def test_plot_premise_two_panels_with_chance_and_gate(tmp_path):
     fig.savefig(tmp_path / "p.png")
     with pytest.raises(ValueError, match="empty"):
         plotting.plot_premise({"x": []})
+
+
+def test_plot_claim_one_panel_per_arch_and_metric():
+    panels = {("showo-vq", "t2i.overall"): {"reca": [0.4, 0.41, 0.42], "control": [0.6, 0.61, 0.62]},
+              ("bagel", "i2t.exact"): {"reca": [1.0], "freeze_none": []}}
+    fig = plotting.plot_claim(panels, title="Claim 9")
+    assert isinstance(fig, Figure) and len(fig.axes) == 2
+    assert fig.axes[0].get_title() == "showo-vq: t2i.overall" and fig._suptitle.get_text() == "Claim 9"
+    assert [t.get_text() for t in fig.axes[1].get_xticklabels()] == ["reca", "freeze_none"]
+    assert fig.axes[0].patches[0].get_height() == pytest.approx(0.41)
+    assert plotting.plot_claim({}) is None
+
+
+def test_plot_category_diffs_one_group_per_category():
+    rows = [{"claim": "claim1", "secondary": True, "verdict": "inconclusive", "arch": a, "metric": f"t2i.{c}",
+             "diff": 0.1, "se": 0.02} for a in ("showo-vq", "bagel") for c in CATEGORIES]
+    fig = plotting.plot_category_diffs(rows)
+    assert isinstance(fig, Figure) and len(fig.axes[0].patches) == 2 * len(CATEGORIES)
+    assert plotting.plot_category_diffs(rows[:0]) is None

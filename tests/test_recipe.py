@@ -1,5 +1,5 @@
 import inspect
-from dataclasses import fields
+from dataclasses import fields, replace
 
 import pytest
 import torch
@@ -16,6 +16,46 @@ def _images(n=4, size=32):
 
 def test_registry_covers_every_arch():
     assert set(REAL_UND_RES) == set(SHARED) | set(DECOUPLED) == set(registry.ARCHS)
+
+
+def test_cards_are_the_table_in_order_and_real_models_stay_out_of_the_sweep():
+    assert SHARED + DECOUPLED == registry.MINIS == tuple(registry.ARCHS) == registry.available()
+    assert SHARED == ("showo-vq", "showo-clip", "janus", "harmon") and DECOUPLED == ("bagel", "openuni")
+    for name in registry.MINIS:
+        card = registry.card(name)
+        assert not card.real and card.paper_res and card.paper_t2i and set(card.scaled_optimiser) == {
+            "lr", "betas", "weight_decay", "schedule", "warmup", "steps"}
+        assert preset(name, "pretrain").steps == card.pretrain_steps
+    assert registry.card("janus").pretrain_steps == 2400 and registry.card("bagel").pretrain_steps == 1200
+    for name in ("janus-pro", "openuni-real"):
+        assert registry.card(name).real and name not in registry.available()
+        with pytest.raises(ValueError, match="unknown arch"):
+            registry.check(name)
+    assert registry.card("openuni-real").paradigm == "decoupled"
+
+
+def test_real_model_presets_are_the_recipes_their_users_build():
+    from reca_nb.models.real import janus_pro
+
+    assert preset("janus-pro", "reca") == janus_pro.recipe()
+    with pytest.raises(ValueError, match="only preset is 'reca'"):
+        preset("janus-pro", "pretrain")
+    # notebook 07 section 6, on a GPU (STEPS 300, BATCH 4) and offline (tiny: STEPS 40, lr 1e-3)
+    for steps, batch, tiny in ((300, 4, False), (40, 4, True)):
+        inline = Recipe(arch="openuni-real", freeze="understanding", lambda_i2t=0.0, i2t_ratio=0.0,
+                        steps=max(4, steps // 4), batch=batch, lr=1e-3 if tiny else 1e-5, warmup=1,
+                        log_every=1, save_every=0, eval_every=0)
+        ours = preset("openuni-real", "reca")
+        assert (ours if not tiny else replace(ours, steps=max(4, steps // 4), lr=1e-3)) == inline
+
+
+def test_an_extra_registration_gets_shared_model_defaults(monkeypatch):
+    monkeypatch.setenv(registry.EXTRA_ENV, "toy=tests.toy_umm:ToyUMM")
+    card = registry.card("toy")
+    assert card.paradigm == "shared" and card.paper_res is None and not card.real
+    r = preset("toy", "reca")
+    assert r.freeze == "none" and r.lambda_i2t == 1.0 and r.und_res == 32 and r.lr == Recipe().lr
+    assert preset("toy", "pretrain").steps == 1200
 
 
 @pytest.mark.parametrize("arch,expect", [("bagel", 16), ("showo-vq", 16), ("showo-clip", 20), ("janus", 32),

@@ -7,10 +7,12 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import fields
 
 import pytest
 
 from reca_nb import reproduce as rp
+from reca_nb.models import registry
 from reca_nb.paths import REPO_ROOT
 from reca_nb.recipe import preset
 from reca_nb.world.shapes import CATEGORIES
@@ -74,7 +76,7 @@ def test_verdict_all_true():
 
 @pytest.fixture
 def all_bases(monkeypatch):
-    monkeypatch.setattr(rp, "has_base", lambda arch: True)
+    monkeypatch.setattr(registry, "has_base", lambda arch: True)
 
 
 def test_plan_full_dedupes_arms_across_claims(all_bases):
@@ -105,8 +107,15 @@ def test_plan_filters_and_rejects_unknown_names(all_bases):
         rp.ReproduceConfig(archs="showo-xl").arch_list()
 
 
+def test_blur_arm_is_a_show_o_vq_arm_of_claim_2():
+    claim2 = rp.CLAIMS["claim2"]
+    assert claim2.arms_for("showo-vq") == ("control", "reca", "und_full", "blur")
+    assert "blur" not in claim2.arms_for("bagel")
+    assert all("blur" not in c.arms_for(a) for c in rp.CLAIMS.values() for a in c.archs if a != "showo-vq")
+
+
 def test_plan_skips_archs_without_a_base(monkeypatch):
-    monkeypatch.setattr(rp, "has_base", lambda arch: arch != "harmon")
+    monkeypatch.setattr(registry, "has_base", lambda arch: arch != "harmon")
     cfg = rp.ReproduceConfig(only="claim3", archs="showo-vq,harmon", seeds=2)
     jobs, skipped = rp.plan(cfg)
     assert {j.arch for j in jobs} == {"showo-vq"} and len(jobs) == 3 * 2
@@ -219,6 +228,23 @@ def test_claims_table_records_negatives_and_decoupled_controls(tmp_path, all_bas
     assert len(table) == len(rows) and set(rp.CSV_COLUMNS) == set(table[0])
     assert {"claim1.png", "claim1_categories.png", "claim2.png", "claim2_collapse.png", "claim4.png"} == \
         {os.path.basename(f) for f in figs}
+
+    # the typed readers give back what was written
+    (tmp_path / "runs").mkdir()
+    for r in res.values():
+        (tmp_path / "runs" / f"{r['job_id']}.json").write_text(json.dumps(r))
+    runs = rp.load_results(tmp_path)
+    assert len(runs) == len(res) and runs["bagel-reca-s2"].metric("t2i.overall") == pytest.approx(0.60)
+    assert rp.seed_values(runs, "showo-vq", "reca", "t2i.overall") == pytest.approx([0.40, 0.41, 0.42])
+    assert runs["bagel-reca-s0"].metric("frozen_identical") == 1.0
+    assert runs["bagel-base-s0"].metric("x") is None
+    claims = rp.load_claims(tmp_path / "claims.csv")
+    assert len(claims) == len(rows) and [f.name for f in fields(rp.ClaimRow)] == list(rp.CSV_COLUMNS)
+    first = claims[0]
+    assert first.number == 1 and first.secondary is False and isinstance(first.n_a, int)
+    assert first.diff == pytest.approx(rows[0]["diff"], rel=1e-5) and first.verdict == rows[0]["verdict"]
+    frozen = next(c for c in claims if c.metric == "frozen_identical")
+    assert math.isnan(frozen.b_mean) and frozen.n_b == 0 and frozen.arm_b == ""
 
 
 # ----------------------------------------------------------------------------- the ci sweep, for real

@@ -1,3 +1,3 @@
-from reca_nb.reproduce import main
+from reca_nb.reproduce.run import main
 
 main()

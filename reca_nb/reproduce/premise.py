@@ -11,7 +11,8 @@ one encoder serves both sides), so RecA refines a reading. A base is scored here
     exact; the gate for a premise-carrying base is spec >= 0.5 (chance ~0.23);
   * the prompt gap (`geneval.prompt_gap`): how much its T2I loss depends on the true prompt.
 
-    python -m reca_nb.reproduce.premise --arch=bagel --ckpt=results/work/bases/b/bagel.safetensors --out=gate.json
+    python -m reca_nb.reproduce.premise --arch=bagel --ckpt=results/work/bases/b/bagel.safetensors \
+        --out=gate.json
 
 With --arm the base is first post-trained, then measured the same way: "reca" = the RecA recipe
 `reca_nb.reproduce` runs for claim 1 (condition: the model's own und embedding + a template; no captions),
@@ -20,8 +21,8 @@ With --arm the base is first post-trained, then measured the same way: "reca" = 
 fine-tune's I2T / T2I pools as the base was pretrained; the T2I term never gets und views. --track_every=N
 also measures reconstruction and prompt gap before training and every N training steps (the "trajectory").
 
-    python -m reca_nb.reproduce.premise --arch=bagel --ckpt=B.safetensors --arm=reca --seed=1 --i2t_fact_p=0.5 \
-        --t2i_sparse_p=0.8 --out=reca-s1.json
+    python -m reca_nb.reproduce.premise --arch=bagel --ckpt=B.safetensors --arm=reca --seed=1 \
+        --i2t_fact_p=0.5 --t2i_sparse_p=0.8 --out=reca-s1.json
 
 --verdict=PREFIX reads finished runs PREFIX-{base,reca,t2i}-s<seed>.json and applies claim 1's rule
 (`reproduce.verdict`, its pre-registered min effect) to RecA vs base and RecA vs the same-steps T2I-only
@@ -68,12 +69,13 @@ class PremiseConfig:
 def measure(model, cfg: PremiseConfig) -> dict:
     from reca_nb.evaluation import geneval
     from reca_nb.recipe import mini_und_res
-    from reca_nb.reproduce import EVAL_SEED
+    from reca_nb.reproduce.plan import EVAL_SEED
 
     res = cfg.und_res or mini_und_res(cfg.arch, model.image_size)
     out, t0 = {}, time.time()
     gen = torch.Generator().manual_seed(EVAL_SEED + 7919 * cfg.seed)
-    out["t2i"] = geneval.evaluate_t2i(model, cfg.eval_per_category, seed=EVAL_SEED, generator=gen, progress=False)
+    out["t2i"] = geneval.evaluate_t2i(model, cfg.eval_per_category, seed=EVAL_SEED, generator=gen,
+                                      progress=False)
     out["i2t"] = geneval.evaluate_i2t(model, n=cfg.i2t_n, progress=False)
     if cfg.premise:
         out.update(premise_scores(model, cfg, res))
@@ -84,7 +86,7 @@ def measure(model, cfg: PremiseConfig) -> dict:
 def premise_scores(model, cfg: PremiseConfig, res: int) -> dict:
     """Reconstruction from the model's own und embedding at `res` and the prompt gap."""
     from reca_nb.evaluation import geneval
-    from reca_nb.reproduce import EVAL_SEED
+    from reca_nb.reproduce.plan import EVAL_SEED
 
     gen = torch.Generator().manual_seed(EVAL_SEED + 7919 * cfg.seed)
     return {"recon": geneval.evaluate_recon(model, res, cfg.eval_per_category, seed=EVAL_SEED, generator=gen,
@@ -94,7 +96,7 @@ def premise_scores(model, cfg: PremiseConfig, res: int) -> dict:
 
 def arm_recipe(cfg: PremiseConfig):
     """The post-training recipe of an arm: reproduce's RecA recipe, its T2I-only twin, or RecA + T2I."""
-    from reca_nb.reproduce import ReproduceConfig, reca_recipe
+    from reca_nb.reproduce.plan import ReproduceConfig, reca_recipe
 
     reca = reca_recipe(cfg.arch, ReproduceConfig(steps=cfg.steps, device="cpu"))
     reca = replace(reca, seed=cfg.seed, i2t_fact_p=cfg.i2t_fact_p, t2i_sparse_p=cfg.t2i_sparse_p,
@@ -135,7 +137,7 @@ COMPARED = (("reca", "base"), ("reca", "t2i"))  # RecA vs the untouched base and
 
 def load_runs(prefix) -> dict:
     """{arm: [run dict, ...] in seed order} for PREFIX-{base,reca,t2i}-s<seed>.json."""
-    from reca_nb.reproduce import shipped_runs
+    from reca_nb.reproduce.report import shipped_runs
 
     prefix = Path(prefix)
     runs, missing = {}, []
@@ -150,8 +152,8 @@ def load_runs(prefix) -> dict:
 
 
 def verdict_table(prefix) -> list:
-    """Claim 1's rule on finished runs: one row per (metric, comparison), overall first, then each category."""
-    from reca_nb.reproduce import CLAIMS, verdict
+    """Claim 1's rule on finished runs: one row per (metric, comparison), overall first, then by category."""
+    from reca_nb.reproduce.claims import CLAIMS, verdict
     from reca_nb.world.shapes import CATEGORIES
 
     runs = load_runs(prefix)
@@ -166,7 +168,8 @@ def verdict_table(prefix) -> list:
 
 
 def verdict_markdown(rows: list) -> str:
-    lines = ["| metric | comparison | A (mean) | B (mean) | A − B ± SE | seeds | verdict |", "|---|---|---|---|---|---|---|"]
+    lines = ["| metric | comparison | A (mean) | B (mean) | A − B ± SE | seeds | verdict |",
+             "|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['metric']} | {r['a']} vs {r['b']} | {r['mean_a']:.3f} | {r['mean_b']:.3f} | "
                      f"{r['diff']:+.3f} ± {r['se']:.3f} | {r['n_a']}+{r['n_b']} | {r['verdict']} |")
@@ -175,7 +178,7 @@ def verdict_markdown(rows: list) -> str:
 
 def main(argv=None):
     from reca_nb.models import registry
-    from reca_nb.reproduce import scorer_fingerprint
+    from reca_nb.reproduce.plan import scorer_fingerprint
 
     argv = sys.argv[1:] if argv is None else list(argv)
     cfg = apply_overrides(PremiseConfig(), parse_overrides(argv))
