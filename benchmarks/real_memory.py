@@ -12,7 +12,7 @@ its own:
   Janus-Pro-1B   JanusForConditionalGeneration: LLaMA LLM 2048 wide, 24 layers, 16 heads, MLP 5632, vocabulary
                  102,400, untied LM head (2.08 B parameters in all); SigLIP-L/16 at 384 px (576 tokens); VQ
                  16,384 codes, 24 x 24 grid (transformers' Janus vision / VQ defaults are Janus-Pro's).
-                 Recipe: `janus_pro.recipe()` (LoRA r=16 on the LLM + full generation head, RecA + I2T 1:1,
+                 Recipe: `preset("janus-pro")` (LoRA r=16 on the LLM + full generation head, RecA + I2T 1:1,
                  gradient checkpointing), I2T captions of 64 tokens.
   OpenUni-B      InternVL3-1B (InternViT-300M at 448 px + a Qwen2.5-0.5B LLM: 896 wide, 24 layers, 14 heads,
                  2 KV heads, MLP 4864, vocabulary 151,674), 256 queries + a 6-layer connector, SANA-0.6B at
@@ -110,10 +110,10 @@ def openuni_b(dtype: str, device: str, size: str):
 
 def recipe_for(name: str, model, batch: int, steps: int):
     from reca_nb.models.real import janus_pro
-    from reca_nb.recipe import Recipe
+    from reca_nb.recipe import Recipe, preset
 
     if name == "janus-pro":
-        r = janus_pro.recipe(steps=steps, warmup=0, log_every=1)
+        r = replace(preset("janus-pro"), steps=steps, warmup=0, log_every=1)
     else:
         r = Recipe(arch=model.arch, stage="reca", und_res=0, freeze="lora", lora_r=16, lambda_reca=1.0,
                    lambda_i2t=0.0, lambda_t2i=0.0, i2t_ratio=0.0, lr=1e-4, warmup=0, steps=steps, batch=4,

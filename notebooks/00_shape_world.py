@@ -40,13 +40,13 @@ if "google.colab" in sys.modules and not os.path.isdir("/content/reca_nb"):
 # %%
 import torch
 
-from reca_nb.evaluation import geneval
 from reca_nb import plotting
-from reca_nb.world import shapes
 from reca_nb.encoders.autoencoder import load_ae
 from reca_nb.encoders.clip import load_clip
-from reca_nb.world.text import tokenizer
 from reca_nb.encoders.vq import load_vq
+from reca_nb.evaluation import geneval
+from reca_nb.world import shapes
+from reca_nb.world.text import tokenizer
 
 torch.manual_seed(0)
 

@@ -41,13 +41,13 @@ from dataclasses import replace
 
 import torch
 
-from reca_nb.models import registry
-from reca_nb.evaluation import geneval
 from reca_nb import plotting
-from reca_nb.world import prompts
+from reca_nb.evaluation import geneval
+from reca_nb.models import registry
 from reca_nb.paths import cache_dir
 from reca_nb.recipe import preset
 from reca_nb.train import train
+from reca_nb.world import prompts
 
 torch.manual_seed(0)
 

@@ -50,13 +50,11 @@ from dataclasses import replace
 
 import torch
 
+from reca_nb import explorer, plotting, reproduce
 from reca_nb.models import registry
-from reca_nb import explorer
-from reca_nb import plotting
-from reca_nb import reproduce
 from reca_nb.recipe import REAL_UND_RES, mini_und_res, preset
-from reca_nb.world.shapes import ShapeWorld
 from reca_nb.train import train
+from reca_nb.world.shapes import ShapeWorld
 
 torch.manual_seed(0)
 

@@ -44,11 +44,9 @@ import random
 
 import torch
 
-from reca_nb import explorer
-from reca_nb import plotting
-from reca_nb.world import prompts
-from reca_nb.world import shapes
+from reca_nb import explorer, plotting
 from reca_nb.reproduce import report, verdict
+from reca_nb.world import prompts, shapes
 
 torch.manual_seed(0)
 
@@ -242,9 +240,9 @@ assert all(0.001 < x < 0.04 for x in diff["final RecA loss"])  # one template: l
 # %%
 from dataclasses import replace  # noqa: E402
 
+from reca_nb.recipe import preset  # noqa: E402
 from reca_nb.world.data import Batches  # noqa: E402
 from reca_nb.world.prompts import load_templates  # noqa: E402
-from reca_nb.recipe import preset  # noqa: E402
 
 
 def template_subset_data(k, recipe):

@@ -44,13 +44,13 @@ from dataclasses import replace
 
 import torch
 
-from reca_nb.models import registry
-from reca_nb.evaluation import geneval
 from reca_nb import plotting
-from reca_nb.world import shapes
-from reca_nb.world.images import as_image_batch
+from reca_nb.evaluation import geneval
+from reca_nb.models import registry
 from reca_nb.recipe import DECOUPLED, preset
 from reca_nb.train import train
+from reca_nb.world import shapes
+from reca_nb.world.images import as_image_batch
 
 torch.manual_seed(0)
 

@@ -42,9 +42,9 @@ from dataclasses import replace
 
 import torch
 
-from reca_nb.models import registry
-from reca_nb.evaluation import geneval
 from reca_nb import plotting
+from reca_nb.evaluation import geneval
+from reca_nb.models import registry
 from reca_nb.recipe import SHARED, preset
 from reca_nb.train import train
 

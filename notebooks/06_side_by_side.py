@@ -41,8 +41,8 @@ from collections import Counter
 
 import torch
 
-from reca_nb.models import registry
 from reca_nb import plotting
+from reca_nb.models import registry
 from reca_nb.reproduce import report, verdict
 
 # %% tags=["parameters"]

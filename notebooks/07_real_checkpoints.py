@@ -64,15 +64,16 @@ from dataclasses import replace
 import torch
 from PIL import Image
 
-from reca_nb.evaluation import geneval_real
 from reca_nb import plotting
-from reca_nb.models.real import janus_pro
 from reca_nb.adapters import load_adapters, read_meta
-from reca_nb.world.folder import ImageFolder
+from reca_nb.evaluation import geneval_real
 from reca_nb.memory import estimate_memory, format_memory
+from reca_nb.models.real import janus_pro
 from reca_nb.paths import cache_dir
-from reca_nb.world.shapes import ShapeWorld
+from reca_nb.recipe import preset
 from reca_nb.train import train
+from reca_nb.world.folder import ImageFolder
+from reca_nb.world.shapes import ShapeWorld
 
 torch.manual_seed(0)
 on_gpu = torch.cuda.is_available()
@@ -136,7 +137,7 @@ timings = {}  # seconds per phase, printed at the end
 t0 = time.time()
 model = janus_pro.load(MODEL_ID, tiny=TINY)
 timings["load Janus-Pro"] = time.time() - t0
-recipe = janus_pro.recipe(steps=STEPS, batch=BATCH, lr=LR, warmup=max(1, STEPS // 10), log_every=max(1, STEPS // 20))
+recipe = replace(preset("janus-pro"), steps=STEPS, batch=BATCH, lr=LR, warmup=max(1, STEPS // 10), log_every=max(1, STEPS // 20))
 if not folder.captions:  # nothing to mix in: RecA alone
     recipe = replace(recipe, lambda_i2t=0.0, i2t_ratio=0.0)
 n_params = sum(p.numel() for p in model.parameters())
@@ -293,14 +294,13 @@ if RUN_OPENUNI:
     from IPython.display import display
 
     from reca_nb.models.real import openuni as real_openuni
-    from reca_nb.recipe import Recipe
 
     del model
     if on_gpu:
         torch.cuda.empty_cache()
     ou = real_openuni.load(tiny=TINY)
-    ou_recipe = Recipe(arch=ou.arch, freeze="understanding", lambda_i2t=0.0, i2t_ratio=0.0, steps=max(4, STEPS // 4),
-                       batch=BATCH, lr=1e-3 if TINY else 1e-5, warmup=1, log_every=1, save_every=0, eval_every=0)
+    # OpenUni's recipe: frozen VLM (practice 3), no I2T term; a quarter of Janus-Pro's steps
+    ou_recipe = replace(preset("openuni-real"), steps=max(4, STEPS // 4), batch=BATCH, lr=1e-3 if TINY else 1e-5)
     print(format_memory(estimate_memory(ou, ou_recipe), gpu_gb=16))
 
     ou_prompts = [rec["prompt"] for _, rec in prompts[:4]]

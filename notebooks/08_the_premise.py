@@ -53,12 +53,12 @@ import random
 import torch
 from IPython.display import Markdown
 
-from reca_nb.models import registry
 from reca_nb import plotting
-from reca_nb.reproduce import premise
-from reca_nb.world import prompts
+from reca_nb.models import registry
 from reca_nb.paths import REPO_ROOT
 from reca_nb.recipe import Recipe, mini_und_res
+from reca_nb.reproduce import premise
+from reca_nb.world import prompts
 from reca_nb.world.shapes import ShapeWorld
 
 torch.manual_seed(0)

@@ -495,13 +495,13 @@ def main(argv=None):
         return None
     args = parse_overrides(argv)
     cli = {k: args.pop(k) for k in CLI_KEYS if k in args}
-    real = cli.get("arch") in _REAL
+    real = cli.get("arch") in _real()
     loader_kw = {k: args.pop(k) for k in LOADER_KEYS if k in args} if real else {}
     model_kw = {k[6:]: args.pop(k) for k in list(args) if k.startswith("model.")}
     if "arch" not in cli:
         from reca_nb.models import registry
 
-        raise SystemExit(f"--arch is required; valid: {', '.join(registry.available() + tuple(_REAL))}\n{USAGE}")
+        raise SystemExit(f"--arch is required; valid: {', '.join(registry.available() + _real())}\n{USAGE}")
     arch, name = cli["arch"], cli.get("preset", "reca")
     folder = _folder(cli)
     recipe = _recipe(arch, name, folder)
@@ -530,8 +530,11 @@ def main(argv=None):
     return history
 
 
-# hub models: module:function that loads them (the miniatures come from reca_nb.models.registry)
-_REAL = {"janus-pro": "reca_nb.models.real.janus_pro:load", "openuni-real": "reca_nb.models.real.openuni:load"}
+def _real() -> tuple:
+    """Hub models: registry cards with real=True (the miniatures are registry.available())."""
+    from reca_nb.models import registry
+
+    return tuple(name for name, c in registry.CARDS.items() if c.real)
 
 
 def _folder(cli: dict):
@@ -539,7 +542,7 @@ def _folder(cli: dict):
     if "image_folder" not in cli:
         if "captions" in cli or "max_images" in cli:
             raise ValueError("--captions and --max_images need --image_folder")
-        if cli.get("arch") in _REAL:
+        if cli.get("arch") in _real():
             raise SystemExit(f"--image_folder is required: --arch={cli['arch']} trains on your own images\n{USAGE}")
         return None
     from reca_nb.world.folder import ImageFolder
@@ -551,14 +554,9 @@ def _recipe(arch: str, name: str, folder) -> Recipe:
     """The named preset; on a folder without captions there is no I2T data, so the I2T mix is off."""
     from dataclasses import replace
 
-    if arch == "janus-pro":
-        from reca_nb.models.real import janus_pro
+    from reca_nb.recipe import preset
 
-        recipe = janus_pro.recipe()
-    else:
-        from reca_nb.recipe import preset
-
-        recipe = preset(arch, name)
+    recipe = preset(arch, name)
     if folder is not None and not folder.captions:
         recipe = replace(recipe, lambda_i2t=0.0, i2t_ratio=0.0)
     return recipe
@@ -568,15 +566,12 @@ def _model(arch: str, cli: dict, loader_kw: dict, model_kw: dict, recipe: Recipe
     """(model, a label of where it came from): a hub model, a shipped base, a checkpoint file or a fresh one."""
     from reca_nb.models import registry
 
-    if arch in _REAL:
-        import importlib
-
-        module, _, fn = _REAL[arch].partition(":")
+    if arch in _real():
         kw = {**model_kw, **loader_kw}
         if "tiny" in kw:
             kw["tiny"] = bool(kw["tiny"])
         label = kw.get("model_id") or ("tiny random twin" if kw.get("tiny") else "hub default")
-        return getattr(importlib.import_module(module), fn)(**kw), label
+        return registry.load_real(arch, **kw), label
     base = str(cli.get("base", "default"))
     if base == "none":
         torch.manual_seed(recipe.seed)  # a fresh model is a function of the seed too

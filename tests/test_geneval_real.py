@@ -1,5 +1,6 @@
 """reca_nb.evaluation.geneval_real on tiny random Mask2Former + CLIP built offline: prompts, subset, the colour crop,
 generate -> folder -> score, intervals, the CLI on a folder (subprocess). Nothing is downloaded."""
+from dataclasses import replace
 import json
 import os
 import subprocess
@@ -14,6 +15,7 @@ from reca_nb.evaluation import geneval_real as ge
 from reca_nb.evaluation.geneval_detect import GREY, load_scorer
 from reca_nb.evaluation.geneval_rules import CLASSNAMES, COLORS, TASKS, Detection
 from reca_nb.paths import REPO_ROOT
+from reca_nb.recipe import preset
 
 pytestmark = pytest.mark.usefixtures("own_home_one_thread")
 
@@ -196,7 +198,7 @@ def test_load_generator_puts_the_adapters_on_the_base(tmp_path):
         Image.fromarray(np.random.default_rng(i).integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(
             photos / f"p{i}.png")
     model = janus_pro.load(tiny=True)
-    rec = janus_pro.recipe(steps=2, batch=2, lambda_i2t=0.0, i2t_ratio=0.0, lr=1e-2, warmup=1, log_every=1,
+    rec = replace(preset("janus-pro"), steps=2, batch=2, lambda_i2t=0.0, i2t_ratio=0.0, lr=1e-2, warmup=1, log_every=1,
                             device="cpu")
     train(model, rec, out_dir=tmp_path / "run", data=ImageFolder(photos).batches, progress=False)
     trained = model.state_dict()

@@ -58,6 +58,6 @@ def test_mini_train_sample_caption_is_warning_free(arch):
 
 def test_tiny_janus_pro_train_sample_caption_is_warning_free():
     model = janus_pro.load(tiny=True)
-    recipe = janus_pro.recipe(steps=2, warmup=1, batch=2, n_images=8, device="cpu")
+    recipe = replace(preset("janus-pro"), steps=2, warmup=1, batch=2, n_images=8, device="cpu")
     with quiet():
         _train_sample_caption(model, recipe)

@@ -1,6 +1,7 @@
 """reca_nb.models.real.janus_pro on a tiny random Janus-Pro of the real transformers classes (offline): the UMM interface,
 RecA + LoRA through train() on an image folder, a tiny overfit, adapters and weights saved and reloaded, the
 save_pretrained / from_pretrained path that real checkpoints take, the memory estimate and the CLI."""
+from dataclasses import replace
 import warnings
 
 import numpy as np
@@ -13,6 +14,7 @@ from reca_nb.adapters import load_adapters, read_meta
 from reca_nb.world.folder import ImageFolder
 from reca_nb.memory import estimate_memory, format_memory, transformer_activations
 from reca_nb.train import apply_freeze, train
+from reca_nb.recipe import preset
 
 
 pytestmark = pytest.mark.usefixtures("own_home_one_thread")
@@ -81,7 +83,7 @@ def test_reca_lora_overfit_saves_adapters_that_reload(photos, tmp_path):
     broken learning stays above 2. Then the adapters file alone rebuilds the trained model."""
     model = janus_pro.load(tiny=True, cfg_dropout=0.0)
     base = {k: v.clone() for k, v in model.state_dict().items()}
-    rec = janus_pro.recipe(steps=60, batch=4, i2t_ratio=0.5, lr=1e-2, warmup=3, schedule="constant",
+    rec = replace(preset("janus-pro"), steps=60, batch=4, i2t_ratio=0.5, lr=1e-2, warmup=3, schedule="constant",
                             prompts="single", lora_r=8, device="cpu")
     out = tmp_path / "run"
     history = train(model, rec, out_dir=out, data=ImageFolder(photos).batches, progress=False)
@@ -133,7 +135,7 @@ def test_save_pretrained_folder_loads_like_a_hub_checkpoint(tiny, tmp_path):
 def test_memory_estimate_counts_what_apply_freeze_trains():
     for freeze in ("lora", "none", "understanding"):
         model = janus_pro.load(tiny=True)
-        rec = janus_pro.recipe(freeze=freeze, lora_r=4)
+        rec = replace(preset("janus-pro"), freeze=freeze, lora_r=4)
         est = estimate_memory(model, rec)
         lora = apply_freeze(model, rec)
         trained = sum(p.numel() for p in model.parameters() if p.requires_grad)

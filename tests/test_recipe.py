@@ -35,9 +35,11 @@ def test_cards_are_the_table_in_order_and_real_models_stay_out_of_the_sweep():
 
 
 def test_real_model_presets_are_the_recipes_their_users_build():
-    from reca_nb.models.real import janus_pro
-
-    assert preset("janus-pro", "reca") == janus_pro.recipe()
+    # Janus-Pro: LoRA r=16 + full generation head, RecA + I2T 1:1, no downscale (SigLIP in, VQ out)
+    assert preset("janus-pro") == Recipe(
+        arch="janus-pro", stage="reca", und_res=0, freeze="lora", lora_r=16, i2t_ratio=1.0, lambda_reca=1.0,
+        lambda_i2t=1.0, lambda_t2i=0.0, lr=1e-4, betas=(0.9, 0.95), weight_decay=0.0, warmup=50,
+        schedule="cosine", steps=1000, batch=4, eval_every=0, save_every=0, keep_ckpts=1, log_every=10)
     with pytest.raises(ValueError, match="only preset is 'reca'"):
         preset("janus-pro", "pretrain")
     # notebook 07 section 6, on a GPU (STEPS 300, BATCH 4) and offline (tiny: STEPS 40, lr 1e-3)

@@ -28,7 +28,7 @@ because transformers' `generate(generation_mode="image")` cannot take the RecA c
 `tiny=True` builds a tiny random JanusConfig of the same classes plus a byte-level tokenizer with Janus's
 special tokens and chat format; nothing is downloaded (HF_HUB_OFFLINE=1). It exercises every code path; it
 learns nothing useful. Not in `reca_nb.models.registry.ARCHS` (no shape-world base, hub weights): use `load()`, or
-`python -m reca_nb.train --arch=janus-pro --image_folder=DIR` (see `main`).
+`python -m reca_nb.train --arch=janus-pro --image_folder=DIR`; the recipe is `preset("janus-pro")`.
 """
 from __future__ import annotations
 
@@ -268,68 +268,4 @@ def load(model_id=None, tiny: bool = False, dtype=None, device=None, **overrides
     return JanusPro(cfg, device=device)
 
 
-def recipe(**overrides):
-    """The RecA recipe for Janus-Pro: RecA + I2T 1:1 (shared LLM, practice 4), no bottleneck downscale (SigLIP
-    in, VQ out: the natural bottleneck), diverse templates, LoRA r=16 on the LLM + full generation head.
-    lr 1e-4 is a LoRA learning rate (full fine-tunes in the paper use 5e-7 .. 4e-5); batch 4 fits a 16 GB
-    T4 with gradient checkpointing by the memory estimate (reca_nb.memory), not measured."""
-    from reca_nb.recipe import Recipe
-
-    base = Recipe(arch="janus-pro", stage="reca", und_res=0, freeze="lora", lora_r=16, i2t_ratio=1.0,
-                  lambda_reca=1.0, lambda_i2t=1.0, lambda_t2i=0.0, lr=1e-4, betas=(0.9, 0.95),
-                  weight_decay=0.0, warmup=50, schedule="cosine", steps=1000, batch=4, eval_every=0,
-                  save_every=0, keep_ckpts=1, log_every=10)
-    return replace(base, **overrides)
-
-
-CLI_KEYS = ("arch", "image_folder", "captions", "model_id", "tiny", "dtype", "max_images", "out", "resume",
-            "progress", "threads")
-USAGE = """usage: python -m reca_nb.train --arch=janus-pro --image_folder=DIR [--captions=FILE.csv|.jsonl]
-       [--model_id=deepseek-community/Janus-Pro-1B|7b|PATH] [--tiny] [--dtype=auto|bfloat16|float16|float32]
-       [--max_images=N] [--out=DIR] [--resume] [--threads=N] [--RECIPE_FIELD=V ...]
-  RecA (+ I2T when captions exist) on your own images; LoRA by default (--freeze=none: full fine-tune).
-  Multi-GPU: accelerate launch -m reca_nb.train --arch=janus-pro ... (each process draws its own batches)."""
-
-
-def main(argv=None):
-    """`python -m reca_nb.train --arch=janus-pro ...` (dispatched from reca_nb.train.main)."""
-    import sys
-    from pathlib import Path
-
-    from reca_nb.config import apply_overrides, parse_overrides
-    from reca_nb.world.folder import ImageFolder
-    from reca_nb.memory import estimate_memory, format_memory
-    from reca_nb.paths import cache_dir
-    from reca_nb.train import launch_print, train
-
-    print = launch_print()
-    argv = sys.argv[1:] if argv is None else argv
-    if not argv or argv[0] in ("-h", "--help"):
-        print(USAGE)
-        return None
-    args = parse_overrides(argv)
-    cli = {k: args.pop(k) for k in CLI_KEYS if k in args}
-    if "image_folder" not in cli:
-        raise SystemExit(f"--image_folder is required\n{USAGE}")
-    if "threads" in cli:
-        torch.set_num_threads(int(cli["threads"]))
-    folder = ImageFolder(cli["image_folder"], captions=cli.get("captions"), max_images=cli.get("max_images"))
-    rec = recipe() if folder.captions else recipe(lambda_i2t=0.0, i2t_ratio=0.0)
-    rec = apply_overrides(rec, args)
-    model = load(cli.get("model_id"), tiny=bool(cli.get("tiny", False)), dtype=cli.get("dtype"))
-    out = Path(cli["out"]) if "out" in cli else cache_dir() / "runs" / f"janus-pro-{rec.seed}"
-    progress = cli.get("progress", True) is not False
-    folder.pool(model.image_size, progress=progress, warn=False)  # read once here; train() reuses the pool
-    print(folder.report() + ("" if folder.captions else " (no captions: I2T mixing off)"))
-    print(f"model: {model.config.model_id if not model.config.tiny else 'tiny random Janus-Pro'} "
-          f"({sum(p.numel() for p in model.parameters()) / 1e6:.1f} M params, {model.dtype}, {model.device})")
-    print(format_memory(estimate_memory(model, rec)))
-    print(f"recipe: {rec}\nout_dir: {out}")
-    history = train(model, rec, out_dir=out, resume="latest" if cli.get("resume") is True else cli.get("resume"),
-                    progress=progress, data=folder.batches)
-    last = [r for r in history if "loss" in r][-1:] or [{}]
-    print(f"done: {rec.steps} steps; last row {last[0]}; adapters: {out / 'adapters.safetensors'}")
-    return history
-
-
-__all__ = ["JanusPro", "JanusProConfig", "load", "recipe", "main", "MODEL_IDS"]
+__all__ = ["JanusPro", "JanusProConfig", "load", "MODEL_IDS"]
