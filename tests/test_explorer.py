@@ -64,7 +64,7 @@ def test_precompute_round_trip(tmp_path):
 
 
 def test_cli_rejects_unknown_keys():
-    with pytest.raises(SystemExit, match="unknown option"):
+    with pytest.raises(ValueError, match="Unknown config key 'stepz'.*Did you mean 'steps'"):
         explorer.main(["--stepz=3"])
 
 

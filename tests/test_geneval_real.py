@@ -155,7 +155,7 @@ def test_config_rejects_bad_values():
         ge.GenEvalConfig(model="dalle")
     with pytest.raises(ValueError, match="images_per_prompt"):
         ge.GenEvalConfig(images_per_prompt=0)
-    with pytest.raises(SystemExit, match="Unknown config key"):
+    with pytest.raises(ValueError, match="Unknown config key 'n_per_tsk'.*Did you mean 'n_per_task'"):
         ge.main(["--n_per_tsk=3"])
 
 
