@@ -10,7 +10,7 @@ For every run we keep the training curves (RecA loss, I2T loss, token agreement,
 T2I and I2T scores after training, reconstructions of 8 held-out images and 8 T2I samples. They live in
 data/explorer/ (a JSON of curves and scores + a safetensors of uint8 images), made by
 
-    python -m reca_nb.explorer                          # every grid point, sequentially (CPU: ~1 h)
+    python -m reca_nb.explorer                          # every grid point, one after another (slow on a CPU)
     python -m reca_nb.explorer --jobs=12 --device=cuda  # how the shipped file was made (GPU, minutes)
 
 `show(...)` draws one grid point (the non-interactive path, used under nbmake); `explore()` wraps it in
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
@@ -108,7 +107,8 @@ def precompute(dest=EXPLORER_DIR, jobs: int = 1, device: str = "auto", threads: 
     from reca_nb.world import data
     from reca_nb.recipe import preset
 
-    data.image_pool(preset(ARCH).n_images, 0, base.image_size)  # build the disk cache once, before workers start
+    # build the disk cache once, before the workers start
+    data.image_pool(preset(ARCH).n_images, 0, base.image_size)
     args = [(p, cfg["steps"], cfg["batch"], cfg["n_eval"], cfg["seed"], device, threads) for p in points]
     results = []
     if jobs > 1:
@@ -235,7 +235,8 @@ def show(und_res: int = 16, blur: float = 0.0, prompts: str = "diverse", i2t_rat
         ax.grid(alpha=0.3)
         ax.legend(fontsize=6, loc="best")
     base = runs.meta["base"]
-    fig.suptitle(f"{rec['id']}: GenEval-mini {rec['t2i']['overall']:.2f} (base {base['t2i']['overall']:.2f}) · "
+    fig.suptitle(f"{rec['id']}: GenEval-mini {rec['t2i']['overall']:.2f} "
+                 f"(base {base['t2i']['overall']:.2f}) · "
                  f"I2T exact {rec['i2t']['exact']:.2f} (base {base['i2t']['exact']:.2f})", fontsize=10)
     for row, (kind, label) in enumerate((("recon", "RecA reconstructions"), ("t2i", "T2I samples")), start=1):
         ax = fig.add_subplot(gs[row, :])
@@ -254,7 +255,8 @@ def explore(runs: Runs | None = None):
 
     runs = runs or Runs()
     grid = runs.meta["grid"]
-    controls = {"und_res": w.SelectionSlider(options=sorted(grid["und_res"]), value=16, description="und res"),
+    controls = {"und_res": w.SelectionSlider(options=sorted(grid["und_res"]), value=16,
+                                             description="und res"),
                 "blur": w.SelectionSlider(options=grid["blur"], value=0.0, description="blur σ"),
                 "prompts": w.ToggleButtons(options=grid["prompts"], value="diverse", description="prompts"),
                 "i2t_ratio": w.SelectionSlider(options=grid["i2t_ratio"], value=1.0, description="I2T ratio")}
@@ -273,22 +275,18 @@ def explore(runs: Runs | None = None):
 
 
 def main(argv=None):
-    from reca_nb.config import parse_overrides
+    from reca_nb.config import cli
 
-    argv = sys.argv[1:] if argv is None else list(argv)
-    if argv and argv[0] in ("-h", "--help"):
-        print(__doc__)
-        return None
-    args = parse_overrides(argv)
-    allowed = {"dest", "jobs", "device", "threads", *DEFAULTS}
-    bad = sorted(set(args) - allowed)
-    if bad:
-        raise SystemExit(f"unknown option(s) {', '.join('--' + b for b in bad)}; valid: "
-                         f"{', '.join('--' + a for a in sorted(allowed))}")
+    usage = (f"{__doc__}\nkeys, with their defaults:\n  --dest=data/explorer --jobs=1 --device=auto "
+             "--threads=1 " + " ".join(f"--{k}={v}" for k, v in DEFAULTS.items()))
+    # --threads goes to precompute (each run sets it), not to cli(): the base is scored on torch's default
+    _, args = cli(argv, usage, valid=("dest", "jobs", "device", "threads", *DEFAULTS))
     path = precompute(**args)
     print(f"wrote {path} and {path.with_suffix('.safetensors')}")
     return path
 
 
 if __name__ == "__main__":
-    main()
+    from reca_nb.config import run_main
+
+    run_main(main)

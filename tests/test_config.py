@@ -1,8 +1,12 @@
+import os
+import subprocess
+import sys
 from dataclasses import dataclass
 
 import pytest
 
-from reca_nb.config import apply_overrides, parse_overrides
+from reca_nb.config import apply_overrides, cli, describe, parse_overrides, run_main
+from reca_nb.paths import REPO_ROOT
 from reca_nb.recipe import Recipe
 
 
@@ -68,3 +72,88 @@ def test_generic_dataclass_and_optional():
         apply_overrides(C(), {"b": "x"})
     with pytest.raises(TypeError):
         apply_overrides(C, {"a": 1})
+
+
+# ----------------------------------------------------------------------------- the shared command-line prologue
+
+def test_cli_splits_own_keys_and_applies_threads(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: calls.append(n))
+    calls = []
+    own, overrides = cli(["--arch=x", "--steps=3", "--threads=2", "--model.d=8"], "usage", ("arch", "threads"))
+    assert own == {"arch": "x", "threads": 2} and overrides == {"steps": 3, "model.d": 8} and calls == [2]
+    cli(["--threads=0"], "usage", ("threads",))  # 0 keeps torch's default
+    cli(["--threads=3"], "usage")  # not a cli key: an override like any other, left alone
+    assert calls == [2]
+    with pytest.raises(ValueError, match="--threads expects int"):
+        cli(["--threads=many"], "usage", ("threads",))
+
+
+@pytest.mark.parametrize("argv,empty_is_help", [(["--help"], False), (["-h"], False), (["--steps=3", "-h"], False),
+                                                ([], True)])
+def test_cli_help_prints_usage_and_exits_cleanly(argv, empty_is_help, capsys):
+    with pytest.raises(SystemExit) as e:
+        cli(argv, "usage: x --steps=N", ("steps",), empty_is_help=empty_is_help)
+    assert e.value.code in (0, None) and capsys.readouterr().out == "usage: x --steps=N\n"
+    assert cli([], "usage") == ({}, {})  # no argument: the defaults, unless empty_is_help
+
+
+def test_cli_valid_names_every_key_of_the_command():
+    with pytest.raises(ValueError, match=r"'baselin' for this command; Did you mean 'baseline'\? "
+                                         r"valid keys: out, baseline, steps"):
+        cli(["--baselin"], "usage", ("out", "baseline"), valid=("steps",))
+    assert cli(["--out=x", "--steps=2"], "usage", ("out", "baseline"), valid=("steps",)) == ({"out": "x"},
+                                                                                             {"steps": 2})
+    with pytest.raises(ValueError, match="expected --key=value"):
+        cli(["steps=2"], "usage")
+
+
+def test_describe_lists_keys_defaults_and_field_comments():
+    @dataclass
+    class C:
+        steps: int = 3  # optimizer steps
+        out: str = ""
+        name: str = "x"  # a name
+
+    lines = describe(C()).splitlines()
+    assert [line.split()[0] for line in lines] == ["--steps=3", "--out=''", "--name=x"]
+    assert lines[0].endswith("optimizer steps") and lines[1].strip() == "--out=''"
+
+
+def test_run_main_turns_bad_input_into_one_line():
+    def main(argv):
+        raise ValueError(f"bad {argv}")
+
+    with pytest.raises(SystemExit, match=r"^error: bad \['--x'\]$"):
+        run_main(main, ["--x"])
+    assert run_main(lambda argv: 7) == 7
+
+
+BUILD_COMMANDS = {  # module: a key its --help must list
+    "reca_nb.build.fit_tokenizers": "--compare_vqmodel=False",
+    "reca_nb.build.fit_clip": "--baseline=False",
+    "reca_nb.build.fit_scorer": "--noise_frac=0.08",
+    "reca_nb.build.pretrain": "n_t2i_pairs",
+}
+
+
+def _run(module, *args):
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO_ROOT, env=env, capture_output=True,
+                          text=True, timeout=300)
+
+
+@pytest.mark.parametrize("module", BUILD_COMMANDS)
+def test_build_command_help_lists_its_keys(module):
+    r = _run(module, "--help")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.startswith(f"usage: python -m {module}") and BUILD_COMMANDS[module] in r.stdout
+
+
+@pytest.mark.parametrize("module", BUILD_COMMANDS)
+def test_build_command_rejects_an_unknown_key_in_one_line(module):
+    r = _run(module, *(["--arch=showo-vq"] if module.endswith("pretrain") else []), "--stepz=3")
+    assert r.returncode == 1 and r.stdout == "", r.stderr[-2000:]
+    assert r.stderr.startswith("error: Unknown config key 'stepz'") and r.stderr.count("\n") == 1
+    assert "Did you mean 'steps'" in r.stderr

@@ -63,9 +63,12 @@ def test_precompute_round_trip(tmp_path):
     explorer.show(**pts[1], runs=runs, compare=pts[0])
 
 
-def test_cli_rejects_unknown_keys():
-    with pytest.raises(SystemExit, match="unknown option"):
+def test_cli_rejects_unknown_keys_and_lists_them_in_help(capsys):
+    with pytest.raises(ValueError, match="Unknown config key 'stepz'.*Did you mean 'steps'"):
         explorer.main(["--stepz=3"])
+    with pytest.raises(SystemExit) as e:
+        explorer.main(["--help"])
+    assert e.value.code == 0 and "--jobs=1 --device=auto --threads=1 --steps=200" in capsys.readouterr().out
 
 
 def test_missing_grid_is_a_clear_error(tmp_path):

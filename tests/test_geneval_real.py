@@ -1,5 +1,6 @@
 """reca_nb.evaluation.geneval_real on tiny random Mask2Former + CLIP built offline: prompts, subset, the colour crop,
 generate -> folder -> score, intervals, the CLI on a folder (subprocess). Nothing is downloaded."""
+import dataclasses
 from dataclasses import replace
 import json
 import os
@@ -157,8 +158,16 @@ def test_config_rejects_bad_values():
         ge.GenEvalConfig(model="dalle")
     with pytest.raises(ValueError, match="images_per_prompt"):
         ge.GenEvalConfig(images_per_prompt=0)
-    with pytest.raises(SystemExit, match="Unknown config key"):
+    with pytest.raises(ValueError, match="Unknown config key 'n_per_tsk'.*Did you mean 'n_per_task'"):
         ge.main(["--n_per_tsk=3"])
+
+
+def test_cli_help_lists_every_key(capsys):
+    with pytest.raises(SystemExit) as e:
+        ge.main(["--help"])
+    printed = capsys.readouterr().out
+    assert e.value.code == 0 and printed.startswith("usage: python -m reca_nb.evaluation.geneval_real")
+    assert all(f"--{f.name}=" in printed for f in dataclasses.fields(ge.GenEvalConfig))
 
 
 def test_eval_extra_is_in_dev():

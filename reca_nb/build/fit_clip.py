@@ -2,6 +2,7 @@
 
     python -m reca_nb.build.fit_clip                 # writes data/encoders/clip.safetensors + clip.json
     python -m reca_nb.build.fit_clip --steps=200 --out=/tmp/clip.safetensors --hidden=48  # a quick variant
+    python -m reca_nb.build.fit_clip --help          # every key (the fields of Options and FitConfig)
 
 CLIP's objective (Radford et al. 2021): a symmetric InfoNCE between image and text embeddings with a learnable
 temperature. Shape-world captions are not unique, and a GenEval prompt ("a red circle") is true of many
@@ -15,7 +16,6 @@ retrieval and the global slot probe, and the per-cell probe is saturated even fo
 """
 from __future__ import annotations
 
-import argparse
 import math
 import time
 from dataclasses import asdict, dataclass, fields
@@ -25,30 +25,40 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from reca_nb.config import apply_overrides, cli, describe, run_main
+from reca_nb.encoders.clip import (CLIP_FILE, N_SLOT_CLASSES, ShapeCLIP, build_clip_model, linear_probe,
+                                   resize, slot_grid, slot_labels)
 from reca_nb.world import shapes
-from reca_nb.encoders.clip import (CLIP_FILE, N_SLOT_CLASSES, ShapeCLIP, build_clip_model, linear_probe, resize, slot_grid,
-                   slot_labels)
 from reca_nb.world.text import tokenizer
 
 RESOLUTIONS = (12, 16, 20, 24, 28, 32)
 EVAL_SEED, PROMPT_EVAL_SEED = 90_001, 90_002  # held-out scenes (training uses seed, seed + 1)
 
 
-@dataclass
+@dataclass(frozen=True)
 class FitConfig:
-    hidden: int = 64
-    vision_layers: int = 4
-    text_layers: int = 2
-    heads: int = 4
-    n_random: int = 16_000  # training images of each kind
-    n_prompted: int = 16_000
-    batch: int = 256
-    steps: int = 800
-    lr: float = 2e-3
-    weight_decay: float = 0.05
-    warmup: int = 60
+    hidden: int = 64  # width of both towers (the MLPs are 4x)
+    vision_layers: int = 4  # ViT blocks over 4x4-pixel patches
+    text_layers: int = 2  # text transformer blocks
+    heads: int = 4  # attention heads in both towers
+    n_random: int = 16_000  # training images of the random kind (scene descriptions)
+    n_prompted: int = 16_000  # training images of the prompted kind (GenEval-style prompts)
+    batch: int = 256  # images per step; the texts are their descriptions and prompts, deduplicated
+    steps: int = 800  # optimizer steps
+    lr: float = 2e-3  # peak AdamW learning rate (linear warm-up, cosine decay)
+    weight_decay: float = 0.05  # on >=2-D weights only
+    warmup: int = 60  # linear warm-up steps
     blur_p: float = 0.15  # probability that a batch is blurred by a down-up resize
-    seed: int = 0
+    seed: int = 0  # initialisation, training images (seed, seed + 1) and batch order
+
+
+@dataclass(frozen=True)
+class Options:
+    """The command line's own keys; every other key is a FitConfig field."""
+    out: str = str(CLIP_FILE)  # the weights; config, vocabulary and metrics go to the .json beside them
+    threads: int = 0  # torch threads (0: torch's default)
+    baseline: bool = False  # also score a random-init encoder and raw pixels (stored in the .json)
+    device: str = "cpu"  # training device
 
 
 # ----------------------------------------------------------------------------- data
@@ -246,36 +256,32 @@ def fit(cfg: FitConfig, progress: bool = True, device: str = "cpu") -> tuple:
     return ShapeCLIP(model, clip.words), history, seconds
 
 
+USAGE = """usage: python -m reca_nb.build.fit_clip [--KEY=VALUE ...]
+  trains the shared semantic encoder into data/encoders/clip.safetensors; the keys, with their defaults:"""
+
+
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    for f in fields(FitConfig):
-        ap.add_argument(f"--{f.name}", type=type(f.default), default=f.default)
-    ap.add_argument("--out", default=str(CLIP_FILE))
-    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
-    ap.add_argument("--baseline", action="store_true", help="also score random-init and pixels")
-    ap.add_argument("--device", default="cpu")
-    args = vars(ap.parse_args(argv))
-    out, threads, baseline, device = (args.pop(k) for k in ("out", "threads", "baseline", "device"))
-    if threads:
-        torch.set_num_threads(threads)
-    cfg = FitConfig(**args)
+    own, overrides = cli(argv, f"{USAGE}\n{describe(Options(), FitConfig())}",
+                         cli_keys=[f.name for f in fields(Options)],
+                         valid=[f.name for f in fields(FitConfig)])
+    opts, cfg = apply_overrides(Options(), own), apply_overrides(FitConfig(), overrides)
     t0 = time.time()
-    clip, history, seconds = fit(cfg, device=device)
+    clip, history, seconds = fit(cfg, device=opts.device)
     metrics = evaluate(clip)
     print(f"trained {sum(p.numel() for p in clip.model.parameters())} params in {seconds:.0f} s "
           f"({time.time() - t0 - seconds:.0f} s data + eval); final loss {history[-1]['loss']:.3f}")
     print("held-out:", metrics)
     extra = {"fit_config": asdict(cfg), "metrics": metrics, "train_seconds": round(seconds, 1),
              "torch_threads": torch.get_num_threads()}
-    if baseline:
+    if opts.baseline:
         torch.manual_seed(cfg.seed)
         rand = build_clip_model(clip.words, cfg.hidden, cfg.vision_layers, cfg.text_layers, cfg.heads)
         rand = ShapeCLIP(rand, clip.words)
-        extra["random_init_metrics"] = evaluate(rand.to(device), pixels=True)
+        extra["random_init_metrics"] = evaluate(rand.to(opts.device), pixels=True)
         print("random init:", extra["random_init_metrics"])
-    clip.to("cpu").save(out, extra)
-    print(f"wrote {out}")
+    clip.to("cpu").save(opts.out, extra)
+    print(f"wrote {opts.out}")
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -1,6 +1,7 @@
-"""Train the GenEval-mini detector (reca_nb.evaluation.geneval.SlotScorer) and write data/scorer/scorer.safetensors.
+"""Train the GenEval-mini detector (reca_nb.evaluation.geneval.SlotScorer): data/scorer/scorer.safetensors.
 
-    python -m reca_nb.build.fit_scorer     # ~4 min on a busy shared 2-core CPU; same bytes on re-run (one thread)
+    python -m reca_nb.build.fit_scorer           # minutes on a CPU; the same bytes on every re-run
+    python -m reca_nb.build.fit_scorer --help    # every key (the fields of Options and FitConfig)
 
 GenEval trusts its detector because the detector was trained on far more varied images than the
 generators produce. We imitate that: the training set is shape-world renders (both dataset kinds, many
@@ -23,27 +24,27 @@ Training seeds (TRAIN_SEED + k) never overlap the evaluation seeds (geneval_prom
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from reca_nb.config import apply_overrides, cli, describe, run_main
 from reca_nb.evaluation import geneval
-from reca_nb.world import shapes
 from reca_nb.paths import DATA_DIR
+from reca_nb.world import shapes
 
 TRAIN_SEED = 7_000_000
 RECON_MIX = (("prompted", 32, 0.4), ("random", 32, 0.4), ("random", 64, 0.2))  # (kind, render size, share)
 
 
-@dataclass
+@dataclass(frozen=True)
 class FitConfig:
     n_prompted: int = 5_000  # prompted-kind scenes rendered at 32
     n_random: int = 5_000  # random-kind scenes rendered at 32
@@ -51,15 +52,15 @@ class FitConfig:
     n_recon: int = 1_200  # scenes passed through each shipped tokenizer (VQ, AE), split as RECON_MIX
     n_variants: int = 3_000  # scenes rendered at 32 with wider per-object jitter and rounded squares
     max_jitter: float = 3.0  # variants' jitter_scale ~ U(1, max_jitter) (3: objects up to ~3 px off centre)
-    max_corner: float = 0.6  # variants' rounded-square corner ~ U(0, max_corner) of the half-side, in half of them
+    max_corner: float = 0.6  # rounded-square corner ~ U(0, max_corner) of the half-side, in half the variants
     shift_px: float = 4.0  # whole-image shift in augment, up to +-shift_px pixels at 32 px per axis
     fragment_p: float = 0.3  # probability that an empty cell gets 1-2 specks (still labelled empty)
-    steps: int = 300
-    batch: int = 96
-    lr: float = 3e-3
-    weight_decay: float = 1e-4
+    steps: int = 300  # optimizer steps (one-cycle schedule)
+    batch: int = 96  # images per step, noise images included
+    lr: float = 3e-3  # peak AdamW learning rate
+    weight_decay: float = 1e-4  # AdamW weight decay
     noise_frac: float = 0.08  # fraction of each batch replaced by noise / flat-colour "empty" images
-    seed: int = 0
+    seed: int = 0  # initialisation, batch sampling and augmentation
     tokenizers: str = "auto"  # "auto": use data/tokenizers/{vq,ae}.safetensors if present; "none"
 
 
@@ -76,7 +77,8 @@ def render_set(n: int, kind: str, size: int, seed: int, to32: bool = True):
 
 
 def variant_set(n: int, cfg: FitConfig, seed: int):
-    """n renders at 32 with per-scene jitter_scale ~ U(1, max_jitter) and, in half of them, rounded squares."""
+    """n renders at 32 with per-scene jitter_scale ~ U(1, max_jitter) and, in half of them, rounded
+    squares."""
     rng = np.random.default_rng(seed)
     xs, ys = [], []
     for i in range(n):
@@ -124,8 +126,8 @@ def tokenizer_recons(cfg: FitConfig) -> dict:
 
 
 def noise_images(n: int, g: torch.Generator) -> torch.Tensor:
-    """Images with no object (n, 3, 32, 32): uniform, Gaussian-blurred, blocky and smooth colour noise, and flat
-    fields of one colour (a palette colour or a random one, with a faint gradient and pixel noise)."""
+    """Images with no object (n, 3, 32, 32): uniform, Gaussian-blurred, blocky and smooth colour noise, and
+    flat fields of one colour (a palette colour or a random one, with a faint gradient and pixel noise)."""
     u = torch.rand(n, 3, 32, 32, generator=g)
     kind = torch.randint(0, 5, (n, 1, 1, 1), generator=g)
     blurred = gaussian_blur(torch.randn(n, 3, 32, 32, generator=g) * 0.3 + 0.5, torch.full((n,), 1.5))
@@ -134,21 +136,23 @@ def noise_images(n: int, g: torch.Generator) -> torch.Tensor:
                            align_corners=False)
     palette = torch.tensor(list(shapes.COLORS.values()), dtype=torch.float32) / 255.0  # (6, 3)
     rgb = torch.where(torch.rand(n, 1, generator=g) < 0.7,
-                      palette[torch.randint(0, len(palette), (n,), generator=g)], torch.rand(n, 3, generator=g))
+                      palette[torch.randint(0, len(palette), (n,), generator=g)],
+                      torch.rand(n, 3, generator=g))
     ramp = torch.linspace(-1, 1, 32)
     tilt = (torch.rand(n, 2, 1, 1, generator=g) - 0.5) * 0.2  # up to +-0.1 brightness across the image
     flat = (rgb[:, :, None, None] * (1 + tilt[:, :1] * ramp[:, None] + tilt[:, 1:] * ramp[None, :])
             + torch.randn(n, 3, 32, 32, generator=g) * 0.02)
     scale = torch.rand(n, 1, 1, 1, generator=g) * 0.9 + 0.1  # dim to bright
     scale = torch.where(kind == 4, 0.5 + 0.55 * scale, scale)  # flat fields stay clearly coloured
-    x = torch.where(kind == 0, u, torch.where(kind == 1, blurred.clamp(0, 1),
-                                              torch.where(kind == 2, blocky, torch.where(kind == 3, smooth, flat))))
+    x = torch.where(kind == 0, u,
+                    torch.where(kind == 1, blurred.clamp(0, 1),
+                                torch.where(kind == 2, blocky, torch.where(kind == 3, smooth, flat))))
     return (x * scale).clamp(0, 1)
 
 
 def add_fragments(x: torch.Tensor, y: torch.Tensor, p: float, g: torch.Generator) -> torch.Tensor:
-    """Drop 1-2 palette-coloured specks (1-3.6 px across at 32 px; the smallest shape is ~9 px) into each empty
-    cell (label 0) with probability p; labels are unchanged. Specks are soft ellipses or small boxes."""
+    """Drop 1-2 palette-coloured specks (1-3.6 px across at 32 px; the smallest shape is ~9 px) into each
+    empty cell (label 0) with probability p; labels are unchanged. Specks are soft ellipses or small boxes."""
     B = x.shape[0]
     palette = torch.tensor(list(shapes.COLORS.values()), dtype=torch.float32) / 255.0
     yy, xx = torch.meshgrid(torch.arange(32.0) + 0.5, torch.arange(32.0) + 0.5, indexing="ij")
@@ -163,7 +167,8 @@ def add_fragments(x: torch.Tensor, y: torch.Tensor, p: float, g: torch.Generator
             dx = (xx - cx.view(B, 1, 1)).abs() / r[:, 1].view(B, 1, 1)
             box = torch.rand(B, 1, 1, generator=g) < 0.3
             d = torch.where(box, torch.maximum(dx, dy), (dx ** 2 + dy ** 2).sqrt())
-            alpha = ((1 - d) * r.min(1).values.view(B, 1, 1) + 0.5).clamp(0, 1) * on.view(B, 1, 1)  # ~1 px edge
+            # a soft edge about 1 px wide
+            alpha = ((1 - d) * r.min(1).values.view(B, 1, 1) + 0.5).clamp(0, 1) * on.view(B, 1, 1)
             colour = palette[torch.randint(0, len(palette), (B,), generator=g)].view(B, 3, 1, 1)
             x = x * (1 - alpha[:, None]) + colour * alpha[:, None]
     return x
@@ -278,22 +283,30 @@ def _fit(cfg: FitConfig, progress: bool):
     return model, info
 
 
+@dataclass(frozen=True)
+class Options:
+    """The command line's own key; every other key is a FitConfig field."""
+    out: str = str(geneval.SCORER_FILE)  # the float16 weights, with the config and data sizes as metadata
+
+
+USAGE = """usage: python -m reca_nb.build.fit_scorer [--KEY=VALUE ...]
+  trains the GenEval-mini detector into data/scorer/scorer.safetensors; the keys, with their defaults:"""
+
+
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", default=str(geneval.SCORER_FILE))
-    for f, v in asdict(FitConfig()).items():
-        p.add_argument(f"--{f}", type=type(v), default=v)
-    args = p.parse_args(argv)
-    cfg = FitConfig(**{k: getattr(args, k) for k in asdict(FitConfig())})
+    own, overrides = cli(argv, f"{USAGE}\n{describe(Options(), FitConfig())}",
+                         cli_keys=[f.name for f in fields(Options)],
+                         valid=[f.name for f in fields(FitConfig)])
+    opts, cfg = apply_overrides(Options(), own), apply_overrides(FitConfig(), overrides)
     print(cfg)
     model, info = fit(cfg)
     meta = {"fit_config": asdict(cfg), "data": info["data"],
             "tokenizer_sha256": {n: _sha256(DATA_DIR / "tokenizers" / f"{n}.safetensors")[:16]
                                  for n in shipped_tokenizers(cfg)}}
-    geneval.save_scorer(model, args.out, meta=meta)
+    geneval.save_scorer(model, opts.out, meta=meta)
     print(json.dumps(info))
-    print(f"wrote {args.out}: {os.path.getsize(args.out)} bytes, sha256 {_sha256(args.out)}")
-    report(geneval.load_scorer(args.out), cfg)
+    print(f"wrote {opts.out}: {os.path.getsize(opts.out)} bytes, sha256 {_sha256(opts.out)}")
+    report(geneval.load_scorer(opts.out), cfg)
 
 
 def _sha256(path) -> str:
@@ -318,4 +331,4 @@ def report(scorer, cfg: FitConfig):
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

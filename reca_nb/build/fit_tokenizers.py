@@ -3,6 +3,7 @@
     python -m reca_nb.build.fit_tokenizers                 # both: vq.safetensors, ae.safetensors + ae.json
     python -m reca_nb.build.fit_tokenizers --only=vq       # k-means patch codebook (seconds)
     python -m reca_nb.build.fit_tokenizers --only=ae --steps=800
+    python -m reca_nb.build.fit_tokenizers --help          # every key (the fields of Options)
 
 Prints each file's sha256 and the reconstruction MSE on held-out shape-world images at 16/32/64.
 Training runs on one thread by default: bit-for-bit reproducible, and on a shared 2-core machine one
@@ -10,14 +11,16 @@ thread is faster than two (OpenMP threads stall when the cores are oversubscribe
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import torch
 
+from reca_nb.config import apply_overrides, check_choices, cli, describe, run_main
 from reca_nb.paths import DATA_DIR
 
 OUT_DIR = DATA_DIR / "tokenizers"
@@ -94,38 +97,50 @@ def compare_vqmodel(steps: int = 600, device: str = "cpu", batch: int = 32, lr: 
     return mse
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--only", choices=("vq", "ae"), default=None)
-    ap.add_argument("--steps", type=int, default=None, help="AE training steps (default: AEConfig.steps)")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=1, help="torch threads (1: reproducible)")
-    ap.add_argument("--out", type=Path, default=OUT_DIR)
-    ap.add_argument("--compare-vqmodel", action="store_true",
-                    help="only train the diffusers VQModel alternative (--steps), print its MSE")
-    ap.add_argument("--device", default="cpu", help="device for --compare-vqmodel")
-    args = ap.parse_args(argv)
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    torch.set_num_threads(args.threads)
-    if args.compare_vqmodel:
-        compare_vqmodel(args.steps or 600, args.device, seed=args.seed)
-        return
+@dataclass(frozen=True)
+class Options:
+    """The command line: `--only=vq` sets `only`, and so on."""
+    only: Literal["", "vq", "ae"] = ""  # fit one tokenizer ("" = both)
+    steps: int | None = None  # AE training steps (None: AEConfig.steps); with compare_vqmodel: 600
+    seed: int = 0  # fitting seed of both tokenizers
+    threads: int = 1  # torch threads (1: bit-for-bit reproducible)
+    out: str = str(OUT_DIR)  # folder for vq.safetensors, ae.safetensors and ae.json
+    compare_vqmodel: bool = False  # only train the diffusers VQModel alternative (steps), print its MSE
+    device: str = "cpu"  # device for compare_vqmodel
 
-    if args.only in (None, "vq"):
+    def __post_init__(self):
+        check_choices(self)
+
+
+USAGE = """usage: python -m reca_nb.build.fit_tokenizers [--KEY=VALUE ...]
+  fits the VQ and AE tokenizers into data/tokenizers/; the keys, with their defaults:"""
+
+
+def main(argv=None):
+    _, overrides = cli(argv, f"{USAGE}\n{describe(Options())}")
+    opts = apply_overrides(Options(), overrides)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    torch.set_num_threads(opts.threads)
+    if opts.compare_vqmodel:
+        compare_vqmodel(opts.steps or 600, opts.device, seed=opts.seed)
+        return
+    out = Path(opts.out)
+
+    if opts.only in ("", "vq"):
         from reca_nb.encoders.vq import fit_vq
         t0 = time.time()
-        vq = fit_vq(seed=args.seed)
-        path = vq.save(args.out / "vq.safetensors")
+        vq = fit_vq(seed=opts.seed)
+        path = vq.save(out / "vq.safetensors")
         report("vq", path, recon_mse(vq), time.time() - t0)
 
-    if args.only in (None, "ae"):
+    if opts.only in ("", "ae"):
         from reca_nb.encoders.autoencoder import AEConfig, LatentAE, train_ae
-        cfg = AEConfig(seed=args.seed)
-        if args.steps is not None:
-            cfg.steps = args.steps
+        cfg = AEConfig(seed=opts.seed)
+        if opts.steps is not None:
+            cfg.steps = opts.steps
         t0 = time.time()
         ae = train_ae(cfg)
-        path = ae.save(args.out / "ae.safetensors")
+        path = ae.save(out / "ae.safetensors")
         ae = LatentAE.load(path)  # evaluate exactly what ships (fp16 weights)
         with torch.no_grad():
             z = ae.encode(heldout_images(32))
@@ -135,4 +150,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -13,30 +13,34 @@ connector onto the frozen DiT and VLM ("bridge", OpenUni's stage 1). Each stage 
 overrides.
 
     python -m reca_nb.build.pretrain --arch=showo-clip                    # what `make data` runs per arch
-    python -m reca_nb.build.pretrain --arch=janus --steps=600 --model.d_model=96 --dest=/tmp/ckpts --eval=False
+    python -m reca_nb.build.pretrain --arch=janus --steps=600 --model.d_model=96 --eval=False --dest=/tmp/x
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import sys
+import textwrap
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict, fields, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
 
+from reca_nb import config
 from reca_nb.models import registry
-from reca_nb.config import apply_overrides, parse_overrides
 from reca_nb.paths import cache_dir
-from reca_nb.recipe import mini_und_res, preset
+from reca_nb.recipe import Recipe, mini_und_res, preset
 from reca_nb.train import train
 
 CLI_KEYS = ("arch", "dest", "eval", "resume", "progress", "threads", "out")
 USAGE = """usage: python -m reca_nb.build.pretrain --arch=ARCH [--dest=DIR] [--eval=False] [--resume]
        [--out=RUN_DIR] [--threads=N] [--model.FIELD=V ...] [--RECIPE_FIELD=V ...]
-  recipe defaults: preset(ARCH, "pretrain"); --dest defaults to data/checkpoints"""
+  recipe defaults: preset(ARCH, "pretrain"); --dest defaults to data/checkpoints
+  recipe fields:
+""" + textwrap.fill(", ".join(f.name for f in fields(Recipe)), 106, initial_indent="    ",
+                    subsequent_indent="    ")
 
 
 def evaluate(model, arch: str, progress: bool = True) -> dict:
@@ -62,18 +66,12 @@ def sha256(path) -> str:
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
-    if not argv or argv[0] in ("-h", "--help"):
-        print(USAGE)
-        return None
-    args = parse_overrides(argv)
-    cli = {k: args.pop(k) for k in CLI_KEYS if k in args}
+    cli, args = config.cli(argv, USAGE, CLI_KEYS, empty_is_help=True)
     model_kw = {k[6:]: args.pop(k) for k in list(args) if k.startswith("model.")}
     if "arch" not in cli:
         raise SystemExit(f"--arch is required; valid: {', '.join(registry.available())}\n{USAGE}")
     arch = cli["arch"]
-    recipe = apply_overrides(preset(arch, "pretrain"), args)
-    if "threads" in cli:
-        torch.set_num_threads(int(cli["threads"]))
+    recipe = config.apply_overrides(preset(arch, "pretrain"), args)
     torch.manual_seed(recipe.seed)
     model = registry.build(arch, **model_kw)
     n_params = sum(p.numel() for p in model.parameters())
@@ -85,13 +83,14 @@ def main(argv=None):
     progress = cli.get("progress", True) is not False
     stages = type(model).pretrain_stages  # (name, config fields for the stage, recipe overrides)
     history = []
-    for name, fields, overrides in stages:
+    for name, stage_fields, overrides in stages:
         if len(stages) > 1:
-            print(f"stage {name}: model {fields or 'as built'}, recipe {overrides or 'as given'}")
-        saved = {k: getattr(model.config, k) for k in fields}
-        model.config.__dict__.update(fields)  # for this stage only
+            print(f"stage {name}: model {stage_fields or 'as built'}, recipe {overrides or 'as given'}")
+        saved = {k: getattr(model.config, k) for k in stage_fields}
+        model.config.__dict__.update(stage_fields)  # for this stage only
         try:
-            history += train(model, replace(recipe, **overrides), out_dir=out / name if len(stages) > 1 else out,
+            history += train(model, replace(recipe, **overrides),
+                             out_dir=out / name if len(stages) > 1 else out,
                              resume="latest" if cli.get("resume") else None, progress=progress)
         finally:
             model.config.__dict__.update(saved)
@@ -127,7 +126,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (ValueError, FileNotFoundError) as e:  # bad input: one line, exit status 1
-        raise SystemExit(f"error: {e}") from None
+    config.run_main(main)

@@ -1,11 +1,13 @@
 """GenEval for real images on transformers parts: score a model (or a folder of images) as GenEval does.
 
-    python -m reca_nb.evaluation.geneval_real --model=janus-pro --adapters=runs/x --n_per_task=16 --images_per_prompt=4
-    python -m reca_nb.evaluation.geneval_real --images=DIR        # any model's images in GenEval's folder layout
+    python -m reca_nb.evaluation.geneval_real --model=janus-pro --adapters=runs/x --n_per_task=16
+    python -m reca_nb.evaluation.geneval_real --images=DIR    # any model's images in GenEval's folder layout
+    python -m reca_nb.evaluation.geneval_real --help          # every key (the fields of GenEvalConfig)
 
-GenEval (Ghosh et al., 2023) runs mmdetection's Mask2Former (Swin-S, COCO instance segmentation) and open_clip's
-ViT-L/14 on each image; mmdetection 2.x does not install next to today's torch. This port keeps GenEval's
-protocol (`reca_nb.evaluation.geneval_rules`) and swaps in the same kinds of models from transformers:
+GenEval (Ghosh et al., 2023) runs mmdetection's Mask2Former (Swin-S, COCO instance segmentation) and
+open_clip's ViT-L/14 on each image; mmdetection 2.x does not install next to today's torch. This port keeps
+GenEval's protocol (`reca_nb.evaluation.geneval_rules`) and swaps in the same kinds of models from
+transformers:
 
   detector  Mask2FormerForUniversalSegmentation "facebook/mask2former-swin-small-coco-instance" (Swin-S,
             COCO instance; Meta's training, not mmdetection's, so absolute numbers may shift a little);
@@ -23,7 +25,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -32,7 +33,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from reca_nb.config import apply_overrides, check_choices, parse_overrides
+from reca_nb.config import apply_overrides, check_choices, cli, describe, run_main
 from reca_nb.evaluation.geneval_detect import CLIP_ID, DETECTOR_ID, Scorer, load_scorer
 from reca_nb.evaluation.geneval_rules import TASKS, check_record, task_scores
 from reca_nb.paths import cache_dir
@@ -52,11 +53,12 @@ EXAMPLE_METADATA = (
      "prompt": "a photo of an apple and a vase"},
     {"tag": "counting", "include": [{"class": "cup", "count": 3}], "exclude": [{"class": "cup", "count": 4}],
      "prompt": "a photo of three cups"},
-    {"tag": "counting", "include": [{"class": "bird", "count": 2}], "exclude": [{"class": "bird", "count": 3}],
-     "prompt": "a photo of two birds"},
+    {"tag": "counting", "include": [{"class": "bird", "count": 2}],
+     "exclude": [{"class": "bird", "count": 3}], "prompt": "a photo of two birds"},
     {"tag": "colors", "include": [{"class": "umbrella", "count": 1, "color": "green"}],
      "prompt": "a photo of a green umbrella"},
-    {"tag": "colors", "include": [{"class": "apple", "count": 1, "color": "red"}], "prompt": "a photo of a red apple"},
+    {"tag": "colors", "include": [{"class": "apple", "count": 1, "color": "red"}],
+     "prompt": "a photo of a red apple"},
     {"tag": "position", "include": [{"class": "bench", "count": 1},
                                     {"class": "dog", "count": 1, "position": ["left of", 0]}],
      "prompt": "a photo of a dog left of a bench"},
@@ -93,13 +95,14 @@ def read_metadata(path) -> list:
 
 def official_metadata(cache=None) -> list:
     """GenEval's 553 prompts, downloaded from the pinned commit on first use and kept in the reca_nb cache."""
-    path = Path(cache) if cache else cache_dir() / "geneval" / f"evaluation_metadata-{METADATA_COMMIT[:7]}.jsonl"
+    name = f"evaluation_metadata-{METADATA_COMMIT[:7]}.jsonl"
+    path = Path(cache) if cache else cache_dir() / "geneval" / name
     if not path.exists():
         import urllib.request
 
         if os.environ.get("HF_HUB_OFFLINE") == "1":  # tests and `make` targets run offline: never fetch there
-            raise RuntimeError(f"offline (HF_HUB_OFFLINE=1): put GenEval's evaluation_metadata.jsonl at {path} "
-                               "or pass --metadata=FILE")
+            raise RuntimeError(f"offline (HF_HUB_OFFLINE=1): put GenEval's evaluation_metadata.jsonl at "
+                               f"{path} or pass --metadata=FILE")
 
         print(f"fetching GenEval's prompts from {METADATA_URL}")
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -111,7 +114,8 @@ def official_metadata(cache=None) -> list:
     records = read_metadata(path)
     sizes = {t: sum(r["tag"] == t for r in records) for t in TASKS}
     if sizes != TASK_SIZES:
-        raise ValueError(f"{path} is not GenEval's metadata file (tasks {sizes}); delete it to fetch it again")
+        raise ValueError(f"{path} is not GenEval's metadata file (tasks {sizes}); "
+                         "delete it to fetch it again")
     return records
 
 
@@ -132,8 +136,8 @@ def subset(records, n_per_task: int = 0, seed: int = 0) -> list:
 
 @torch.no_grad()
 def generate(model, prompts: list, images_per_prompt: int = 4, seed: int = 0, progress: bool = True) -> dict:
-    """{index: (n, 3, S, S) images in [0, 1]} for [(index, record)]: one `model.sample` call per prompt with a
-    generator seeded by (seed, index), so two models (base and RecA) meet the same prompts and the same seeds."""
+    """{index: (n, 3, S, S) images in [0, 1]} for [(index, record)]: one `model.sample` call per prompt with
+    a generator seeded by (seed, index), so two models (base and RecA) meet the same prompts and seeds."""
     from tqdm.auto import tqdm
 
     model.eval()
@@ -172,13 +176,15 @@ def read_folder(folder) -> list:
     for sub in sorted(p for p in folder.iterdir() if p.is_dir() and p.name.isdigit()):
         meta = sub / "metadata.jsonl"
         if not meta.exists():
-            raise ValueError(f"{sub} has no metadata.jsonl (GenEval's layout: NNNNN/metadata.jsonl, samples/*.png)")
+            raise ValueError(f"{sub} has no metadata.jsonl "
+                             "(GenEval's layout: NNNNN/metadata.jsonl, samples/*.png)")
         rec = json.loads(meta.read_text(encoding="utf-8"))
         check_record(rec, str(meta))
         pngs = sorted(p for p in (sub / "samples").glob("*.png") if p.stem.isdigit())
         items.append((int(sub.name), rec, pngs))
     if not any(pngs for *_, pngs in items):
-        raise ValueError(f"{folder} holds no GenEval images (expected NNNNN/samples/NNNN.png with metadata.jsonl)")
+        raise ValueError(f"{folder} holds no GenEval images "
+                         "(expected NNNNN/samples/NNNN.png with metadata.jsonl)")
     return items
 
 
@@ -249,13 +255,13 @@ def compare(before, after, n_boot: int = 1000, seed: int = 0, level: float = 0.9
 
 
 def markdown(runs: dict) -> str:
-    """A markdown table: one column per run ({name: summarize(...)}), rows = the tasks and the overall score."""
+    """A markdown table: one column per run ({name: summarize(...)}), a row per task and the overall."""
     names = list(runs)
     tasks = [t for t in TASKS if any(t in r["scores"] for r in runs.values())]
     lines = ["| task | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
     for t in tasks:
-        lines.append(f"| {t} | " + " | ".join(f"{r['scores'].get(t, float('nan')):.3f}" for r in runs.values())
-                     + " |")
+        cells = " | ".join(f"{r['scores'].get(t, float('nan')):.3f}" for r in runs.values())
+        lines.append(f"| {t} | {cells} |")
     lines.append("| **overall** | " + " | ".join(
         f"**{r['scores']['overall']:.3f}** [{r['interval'][0]:.3f}, {r['interval'][1]:.3f}]"
         for r in runs.values()) + " |")
@@ -269,7 +275,7 @@ def markdown(runs: dict) -> str:
 class GenEvalConfig:
     model: Literal["janus-pro", "openuni-real"] = "janus-pro"  # the model that generates (unless --images)
     images: str = ""  # a folder in GenEval's layout: score these images, generate nothing
-    adapters: str = ""  # a reca_nb adapters file (or the run folder holding adapters.safetensors) put on the base
+    adapters: str = ""  # adapters put on the base: a file, or the run folder holding adapters.safetensors
     model_id: str = ""  # janus-pro: hub id, "1b", "7b" or a local folder ("" = Janus-Pro-1B)
     tiny: bool = False  # tiny random generator and scorer, offline: exercises the path, scores mean nothing
     metadata: str = ""  # a GenEval metadata .jsonl; "" = GenEval's own (fetched once), tiny: EXAMPLE_METADATA
@@ -280,7 +286,7 @@ class GenEvalConfig:
     out: str = ""  # where geneval.json, geneval.md and images/ go ("" = <cache>/geneval/<model>-<seed>)
     device: str = ""  # "" = cuda when available
     threads: int = 0  # torch CPU threads (0 = torch's default)
-    progress: bool = True
+    progress: bool = True  # tqdm bars while generating and scoring
 
     def __post_init__(self):
         check_choices(self)
@@ -340,26 +346,21 @@ def run(cfg: GenEvalConfig) -> dict:
     return summary
 
 
-USAGE = """usage: python -m reca_nb.evaluation.geneval_real [--model=janus-pro|openuni-real] [--adapters=RUN_DIR|FILE]
-       [--model_id=ID] [--n_per_task=16] [--images_per_prompt=4] [--seed=0] [--metadata=FILE.jsonl] [--out=DIR]
-       python -m reca_nb.evaluation.geneval_real --images=DIR [--out=DIR]     (a folder in GenEval's layout)
-  GenEval's protocol on transformers (Mask2Former Swin-S COCO + CLIP ViT-L/14); --tiny: offline random models."""
+USAGE = """usage: python -m reca_nb.evaluation.geneval_real [--model=janus-pro|openuni-real]
+           [--adapters=RUN_DIR|FILE] [--model_id=ID] [--n_per_task=16] [--images_per_prompt=4] [--seed=0]
+           [--metadata=FILE.jsonl] [--out=DIR]
+       python -m reca_nb.evaluation.geneval_real --images=DIR [--out=DIR]   (a folder in GenEval's layout)
+  GenEval's protocol on transformers (Mask2Former Swin-S COCO + CLIP ViT-L/14); --tiny: offline random
+  models."""
 
 
 def main(argv=None):
-    argv = sys.argv[1:] if argv is None else argv
-    if argv and argv[0] in ("-h", "--help"):
-        print(USAGE)
-        return None
-    try:
-        cfg = apply_overrides(GenEvalConfig(), parse_overrides(argv))
-    except ValueError as e:
-        raise SystemExit(f"{e}\n{USAGE}") from None
-    summary = run(cfg)
+    _, overrides = cli(argv, f"{USAGE}\n  the keys, with their defaults:\n{describe(GenEvalConfig())}")
+    summary = run(apply_overrides(GenEvalConfig(), overrides))
     print(markdown({summary["name"]: summary}), end="")
     print(f"written: {Path(summary['out']) / 'geneval.json'}, {Path(summary['out']) / 'geneval.md'}")
     return summary
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)
