@@ -484,33 +484,26 @@ USAGE = """usage: python -m reca_nb.train --arch=ARCH [--preset=reca|pretrain|co
 
 
 def main(argv=None):
-    from reca_nb.config import apply_overrides, parse_overrides
+    from reca_nb.config import apply_overrides, cli
     from reca_nb.memory import estimate_memory, format_memory
     from reca_nb.paths import cache_dir
 
     print = launch_print()
-    argv = sys.argv[1:] if argv is None else argv
-    if not argv or argv[0] in ("-h", "--help"):
-        print(USAGE)
-        return None
-    args = parse_overrides(argv)
-    cli = {k: args.pop(k) for k in CLI_KEYS if k in args}
-    real = cli.get("arch") in _real()
+    own, args = cli(argv, USAGE, CLI_KEYS, empty_is_help=True, log=print)
+    real = own.get("arch") in _real()
     loader_kw = {k: args.pop(k) for k in LOADER_KEYS if k in args} if real else {}
     model_kw = {k[6:]: args.pop(k) for k in list(args) if k.startswith("model.")}
-    if "arch" not in cli:
+    if "arch" not in own:
         from reca_nb.models import registry
 
         raise SystemExit(f"--arch is required; valid: {', '.join(registry.available() + _real())}\n{USAGE}")
-    arch, name = cli["arch"], cli.get("preset", "reca")
-    folder = _folder(cli)
+    arch, name = own["arch"], own.get("preset", "reca")
+    folder = _folder(own)
     recipe = _recipe(arch, name, folder)
     recipe = apply_overrides(recipe, args)
-    if "threads" in cli:
-        torch.set_num_threads(int(cli["threads"]))
-    model, base = _model(arch, cli, loader_kw, model_kw, recipe)
-    out = Path(cli["out"]) if "out" in cli else cache_dir() / "runs" / f"{arch}-{name}-{recipe.seed}"
-    progress = cli.get("progress", True) is not False
+    model, base = _model(arch, own, loader_kw, model_kw, recipe)
+    out = Path(own["out"]) if "out" in own else cache_dir() / "runs" / f"{arch}-{name}-{recipe.seed}"
+    progress = own.get("progress", True) is not False
     if folder is not None:
         folder.pool(model.image_size, progress=progress, warn=False)  # read once here; train() reuses it
         print(folder.report() + ("" if folder.captions else " (no captions: I2T mixing off)"))
@@ -521,7 +514,7 @@ def main(argv=None):
           f"base={base}); out_dir: {out}")
     if real:
         print(format_memory(estimate_memory(model, recipe)))
-    resume = cli.get("resume")
+    resume = own.get("resume")
     history = train(model, recipe, out_dir=out, resume="latest" if resume is True else resume,
                     progress=progress, data=folder.batches if folder is not None else None)
     last = [r for r in history if "loss" in r][-1:] or [{}]
@@ -537,17 +530,17 @@ def _real() -> tuple:
     return tuple(name for name, c in registry.CARDS.items() if c.real)
 
 
-def _folder(cli: dict):
+def _folder(own: dict):
     """Your own images (--image_folder), or None for shape world."""
-    if "image_folder" not in cli:
-        if "captions" in cli or "max_images" in cli:
+    if "image_folder" not in own:
+        if "captions" in own or "max_images" in own:
             raise ValueError("--captions and --max_images need --image_folder")
-        if cli.get("arch") in _real():
-            raise SystemExit(f"--image_folder is required: --arch={cli['arch']} trains on your own images\n{USAGE}")
+        if own.get("arch") in _real():
+            raise SystemExit(f"--image_folder is required: --arch={own['arch']} trains on your own images\n{USAGE}")
         return None
     from reca_nb.world.folder import ImageFolder
 
-    return ImageFolder(cli["image_folder"], captions=cli.get("captions"), max_images=cli.get("max_images"))
+    return ImageFolder(own["image_folder"], captions=own.get("captions"), max_images=own.get("max_images"))
 
 
 def _recipe(arch: str, name: str, folder) -> Recipe:
@@ -562,7 +555,7 @@ def _recipe(arch: str, name: str, folder) -> Recipe:
     return recipe
 
 
-def _model(arch: str, cli: dict, loader_kw: dict, model_kw: dict, recipe: Recipe) -> tuple:
+def _model(arch: str, own: dict, loader_kw: dict, model_kw: dict, recipe: Recipe) -> tuple:
     """(model, a label of where it came from): a hub model, a shipped base, a checkpoint file or a fresh one."""
     from reca_nb.models import registry
 
@@ -572,7 +565,7 @@ def _model(arch: str, cli: dict, loader_kw: dict, model_kw: dict, recipe: Recipe
             kw["tiny"] = bool(kw["tiny"])
         label = kw.get("model_id") or ("tiny random twin" if kw.get("tiny") else "hub default")
         return registry.load_real(arch, **kw), label
-    base = str(cli.get("base", "default"))
+    base = str(own.get("base", "default"))
     if base == "none":
         torch.manual_seed(recipe.seed)  # a fresh model is a function of the seed too
         return registry.build(arch, **model_kw), base

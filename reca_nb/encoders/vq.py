@@ -22,7 +22,7 @@ Why k-means and not a trained diffusers `VQModel`?
         diffusers VQModel f=4, 256 codes,
           1000 steps x 32 images               16: 0.0082   32: 0.0013   64: 0.0015   (83/256 codes used)
           2000 steps x 32 images               16: 0.0045   32: 0.0005   64: 0.0005   (86/256 codes used)
-    (`python -m reca_nb.build.fit_tokenizers --compare-vqmodel --steps=N --device=cuda`, measured on an H100; on
+    (`python -m reca_nb.build.fit_tokenizers --compare_vqmodel --steps=N --device=cuda`, measured on an H100; on
     2 idle CPU cores 2000 steps would take ~9 min, estimated.) PatchVQ's error is small enough for the
     GenEval-mini detector at 32/64 (see data/tokenizers/README.md).
 """

@@ -41,7 +41,7 @@ from typing import Literal
 
 import torch
 
-from reca_nb.config import apply_overrides, parse_overrides
+from reca_nb.config import apply_overrides, cli, describe, run_main
 
 
 @dataclass(frozen=True)
@@ -181,7 +181,8 @@ def main(argv=None):
     from reca_nb.reproduce.plan import scorer_fingerprint
 
     argv = sys.argv[1:] if argv is None else list(argv)
-    cfg = apply_overrides(PremiseConfig(), parse_overrides(argv))
+    _, overrides = cli(argv, __doc__ + "\nkeys:\n" + describe(PremiseConfig()))
+    cfg = apply_overrides(PremiseConfig(), overrides)
     if cfg.verdict:
         rows = verdict_table(cfg.verdict)
         print(verdict_markdown(rows))
@@ -207,7 +208,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (ValueError, FileNotFoundError) as e:
-        raise SystemExit(f"error: {e}") from None
+    run_main(main)

@@ -176,14 +176,10 @@ USAGE = """usage: python -m reca_nb.reproduce [--preset=full|ci] [--only=claim1,
 
 
 def main(argv=None):
-    from reca_nb.config import apply_overrides, parse_overrides
+    from reca_nb.config import apply_overrides, cli
 
-    argv = sys.argv[1:] if argv is None else list(argv)
-    if argv and argv[0] in ("-h", "--help"):
-        print(USAGE)
-        return None
-    args = parse_overrides(argv)
-    worker = args.pop("worker", None)
+    own, args = cli(argv, USAGE, cli_keys=("worker",))
+    worker = own.get("worker")
     cfg = apply_overrides(ReproduceConfig(), args)
     cfg.claim_keys(), cfg.arch_list()  # validate before anything runs
 
