@@ -140,7 +140,8 @@ def test_pretrain_with_every_world_option_runs(tmp_path):
     from tests.toy_umm import ToyUMM
     from reca_nb.train import train
 
-    r = replace(preset("showo-vq", "pretrain"), arch="showo-vq", steps=3, batch=8, n_images=32, n_t2i_pairs=16,
+    # a pretrain recipe on the toy model, und views at the 16-px bottleneck Show-o VQ would use
+    r = replace(preset("showo-vq", "pretrain"), arch="toy", und_res=16, steps=3, batch=8, n_images=32, n_t2i_pairs=16,
                 i2t_fact_p=0.5, t2i_sparse_p=0.8, t2i_view_p=0.5, save_every=0, log_every=1, device="cpu")
     torch.manual_seed(0)
     hist = train(ToyUMM(), r, progress=False)
@@ -172,13 +173,13 @@ def test_default_batches_equal_batches_with_options_at_zero():
 
 
 def test_resume_check_accepts_checkpoints_from_before_the_world_options():
-    from reca_nb.train import _check_recipe
+    from reca_nb.checkpoint import check_recipe
 
     r = preset("bagel", "reca")
     old = json.loads(json.dumps(r.key()))  # what a checkpoint written before these fields holds
-    _check_recipe(old, r)
+    check_recipe(old, r)
     with pytest.raises(ValueError, match="t2i_view_p"):
-        _check_recipe(old, replace(r, t2i_view_p=0.25))
+        check_recipe(old, replace(r, t2i_view_p=0.25))
 
 
 def test_reproduce_fingerprints_ignore_unset_world_options():
