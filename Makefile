@@ -111,6 +111,7 @@ tour: $(STAMP)
 # pytest exits 5 when it collects nothing; that can only mean "no tests and no notebooks yet", reported as
 # such and not as a failure. With tests/ present it never happens.
 test: $(STAMP)
+	$(PY) -m ruff check .
 	MPLBACKEND=Agg $(PY) -m pytest tests --ignore=tests/browser $(NOTEBOOKS) --nbmake --nbmake-timeout=$(NB_TIMEOUT) \
 		$(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ] && [ -z "$(NOTEBOOKS)" ]; then echo "no tests collected (no notebooks yet)"; rc=0; fi; \

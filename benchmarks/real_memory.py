@@ -5,8 +5,8 @@
                                      [--warmup=0] [--threads=2] [--size=real|tiny] [--out=results/bench.md]
 
 Nothing is downloaded: each model is built from its published configuration with random weights (speed and
-memory do not depend on the weight values), with the same classes `reca_nb.models.real.janus_pro` / `reca_nb.models.real.openuni`
-load from the hub, and an offline stand-in tokenizer (its longer byte-level / word-level texts add a few dozen
+memory do not depend on the weight values), with the same classes `reca_nb.models.real.janus_pro` /
+`reca_nb.models.real.openuni` load from the hub, and an offline stand-in tokenizer (its longer byte-level / word-level texts add a few dozen
 tokens to sequences of ~1,200 / ~300). Each (model, dtype, device) runs in its own subprocess, so its peak is
 its own:
   Janus-Pro-1B   JanusForConditionalGeneration: LLaMA LLM 2048 wide, 24 layers, 16 heads, MLP 5632, vocabulary
@@ -109,7 +109,6 @@ def openuni_b(dtype: str, device: str, size: str):
 
 
 def recipe_for(name: str, model, batch: int, steps: int):
-    from reca_nb.models.real import janus_pro
     from reca_nb.recipe import Recipe, preset
 
     if name == "janus-pro":

@@ -6,8 +6,8 @@ The sweep is `reca_nb.reproduce.plan(full preset)`: every job trains one or two 
 base, then runs GenEval-mini (180 prompts) and I2T (120 scenes). Here, per architecture in its own
 subprocess (one torch thread, as `make reproduce` runs each job), every distinct stage recipe of the plan is
 timed: train() for 1 + `steps` steps on a copy of the base, seconds per step = the time between the first and
-the last optimizer step / `steps` (the first step pays lazy set-up). The evaluation is timed on a sixth of the prompts and scenes and
-scaled up. A job's projected cost = sum over its stages of steps x s/step + evaluation; the sweep's wall time
+the last optimizer step / `steps` (the first step pays lazy set-up). The evaluation is timed on a sixth of the
+prompts and scenes and scaled up. A job's projected cost = sum over its stages of steps x s/step + evaluation; the sweep's wall time
 = those job costs scheduled longest-first on `cores` one-thread workers (`--jobs=cores`).
 
 Recorded job files (results/runs/*.json) that ran on a CPU are shown next to the projection as a check of
@@ -126,7 +126,8 @@ def main(argv):
         costs += job_costs
         rec = recorded(arch)
         steps = sum(n for _, st in stages[arch] for _, n in st)
-        rows.append([arch, len(job_costs), steps, f"{min(r['per_step'].values()):.2f}–{max(r['per_step'].values()):.2f}",
+        per_step = f"{min(r['per_step'].values()):.2f}–{max(r['per_step'].values()):.2f}"
+        rows.append([arch, len(job_costs), steps, per_step,
                      f"{r['eval_s']:.0f}", f"{sum(job_costs) / 60:.0f}",
                      f"{sum(rec) / 60:.0f} ({len(rec)} jobs, projected {sum(job_costs) / 60:.0f})"
                      if len(rec) == len(job_costs) else ("n/a" if not rec else f"{len(rec)} of {len(job_costs)} jobs")])

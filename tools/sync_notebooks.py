@@ -9,8 +9,8 @@ The hand-edited source of every notebook is `notebooks/NN_topic.py` (jupytext "p
 
 Generation = jupytext read -> notebook metadata fixed up (kernel "python3", paired formats so edits saved
 from JupyterLab flow back into the .py, no jupytext version stamp) -> nbstripout's `strip_output` (no outputs,
-no execution counts, cell ids renumbered 0, 1, 2, ...) -> nbformat JSON. jupytext alone gives random cell ids on every run; after the strip
-the bytes depend only on the .py, so regenerating twice gives identical files.
+no execution counts, cell ids renumbered 0, 1, 2, ...) -> nbformat JSON. jupytext alone gives random cell ids
+on every run; after the strip the bytes depend only on the .py, so regenerating twice gives identical files.
 
 --check regenerates in memory and compares bytes; it fails on a stale or missing .ipynb, on an .ipynb that
 carries outputs, and on an .ipynb without a .py source (author notebooks as .py; see README).

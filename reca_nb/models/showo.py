@@ -1,7 +1,8 @@
 """Show-o in miniature: ONE shared transformer that reads and writes text and discrete image tokens.
 
 Show-o (Xie et al. 2024; RecA paper Sec. 4 and its Show-o appendix; official repo showlab/Show-o) is a
-Phi-1.5 language model whose vocabulary is extended by the codes of a frozen MAGVIT tokenizer. One transformer does everything:
+Phi-1.5 language model whose vocabulary is extended by the codes of a frozen MAGVIT tokenizer.
+One transformer does everything:
 
   * omni-attention: causal over text, bidirectional inside each image block;
   * T2I: MaskGIT-style discrete diffusion -- mask a cosine-scheduled fraction of the image tokens, predict

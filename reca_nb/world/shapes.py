@@ -268,7 +268,8 @@ def render(scene_or_objs, size: int = 32, jitter_seed=0, jitter_scale: float = 1
                 draw.rectangle([cx - h, cy - h, cx + h, cy + h], fill=fill)
         else:  # upward triangle, centroid at the cell centre
             R = 1.15 * r  # circumradius: a triangle inscribed in r would look small beside the others
-            pts = [(cx + R * math.cos(a), cy + 0.1 * R - R * math.sin(a)) for a in (math.pi / 2, 7 * math.pi / 6, 11 * math.pi / 6)]
+            pts = [(cx + R * math.cos(a), cy + 0.1 * R - R * math.sin(a))
+                   for a in (math.pi / 2, 7 * math.pi / 6, 11 * math.pi / 6)]
             draw.polygon(pts, fill=fill)
     return img.resize((size, size), Image.Resampling.BOX)
 

@@ -77,7 +77,7 @@ class WordTokenizer:
 @lru_cache(maxsize=1)
 def tokenizer() -> WordTokenizer:
     """The one shared tokenizer: shape-world words + every word of the shipped RecA templates."""
-    from reca_nb.world.prompts import load_templates  # local import: prompts imports nothing heavy, but keep text standalone
+    from reca_nb.world.prompts import load_templates  # local: keep text importable on its own
 
     words = shape_world_words()
     for t in load_templates():

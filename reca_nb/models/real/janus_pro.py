@@ -32,7 +32,7 @@ learns nothing useful. Not in `reca_nb.models.registry.ARCHS` (no shape-world ba
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F

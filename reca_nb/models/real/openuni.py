@@ -350,4 +350,4 @@ def _hub_parts(cfg: OpenUniRealConfig, dtype: torch.dtype):
     return tok, vlm, dit, vae
 
 
-from reca_nb.models.real.tiny import tiny_openuni_parts, tiny_tokenizer  # noqa: E402  (tiny twin; reads USER etc.)
+from reca_nb.models.real.tiny import tiny_openuni_parts  # noqa: E402  (tiny twin; reads USER etc.)

@@ -7,7 +7,13 @@ with stand-in tokenizers, so every code path runs without a download (tests, CI,
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
+
+if TYPE_CHECKING:  # annotations only: the model modules import this one
+    from reca_nb.models.real.janus_pro import JanusProConfig
+    from reca_nb.models.real.openuni import OpenUniRealConfig
 
 # special tokens of the Janus-Pro tokenizer (the tiny tokenizer uses the same strings)
 BOS, EOS, PAD = "<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>", "<｜▁pad▁｜>"
