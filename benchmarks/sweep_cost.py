@@ -3,12 +3,13 @@
     python benchmarks/sweep_cost.py [--cores=2] [--steps=4] [--archs=all] [--out=results/bench.md]
 
 The sweep is `reca_nb.reproduce.plan(full preset)`: every job trains one or two stage recipes from the shipped
-base, then runs GenEval-mini (180 prompts) and I2T (120 scenes). Here, per architecture in its own
-subprocess (one torch thread, as `make reproduce` runs each job), every distinct stage recipe of the plan is
-timed: train() for 1 + `steps` steps on a copy of the base, seconds per step = the time between the first and
-the last optimizer step / `steps` (the first step pays lazy set-up). The evaluation is timed on a sixth of the
-prompts and scenes and scaled up. A job's projected cost = sum over its stages of steps x s/step + evaluation; the sweep's wall time
-= those job costs scheduled longest-first on `cores` one-thread workers (`--jobs=cores`).
+base, then runs GenEval-mini (180 prompts) and I2T (120 scenes). Here, per architecture in its own subprocess
+(one torch thread, as `make reproduce` runs each job), every distinct stage recipe of the plan is timed:
+train() for 1 + `steps` steps on a copy of the base, seconds per step = the time between the first and the
+last optimizer step / `steps` (the first step pays lazy set-up). The evaluation is timed on a sixth of the
+prompts and scenes and scaled up. A job's projected cost = sum over its stages of steps x s/step + evaluation;
+the sweep's wall time = those job costs scheduled longest-first on `cores` one-thread workers
+(`--jobs=cores`).
 
 Recorded job files (results/runs/*.json) that ran on a CPU are shown next to the projection as a check of
 the method: their wall_s was measured on the same kind of machine by `make reproduce` itself.
