@@ -7,21 +7,25 @@
 Nothing is downloaded: each model is built from its published configuration with random weights (speed and
 memory do not depend on the weight values), with the same classes `reca_nb.models.real.janus_pro` /
 `reca_nb.models.real.openuni` load from the hub, and an offline stand-in tokenizer (its longer byte-level /
-word-level texts add a few dozen tokens to sequences of ~1,200 / ~300). Each (model, dtype, device) runs in
-its own subprocess, so its peak is its own: Janus-Pro-1B JanusForConditionalGeneration: LLaMA LLM 2048 wide,
-24 layers, 16 heads, MLP 5632, vocabulary 102,400, untied LM head (2.08 B parameters in all); SigLIP-L/16 at
-384 px (576 tokens); VQ 16,384 codes, 24 x 24 grid (transformers' Janus vision / VQ defaults are Janus-Pro's).
-Recipe: `preset("janus-pro")` (LoRA r=16 on the LLM + full generation head, RecA + I2T 1:1, gradient
-checkpointing), I2T captions of 64 tokens. OpenUni-B InternVL3-1B (InternViT-300M at 448 px + a Qwen2.5-0.5B
-LLM: 896 wide, 24 layers, 14 heads, 2 KV heads, MLP 4864, vocabulary 151,674), 256 queries + a 6-layer
-connector, SANA-0.6B at 512 px (1152 wide, 28 layers), DC-AE f32c32. Recipe: LoRA r=16 on the DiT and
-connector, queries in full, understanding frozen (practice 3), RecA only. Columns: `estimate` is
-`reca_nb.memory.estimate_memory` for that model and recipe (what the notebooks print before training);
-`measured` is torch.cuda.max_memory_allocated over the timed steps on a GPU, or on the CPU the worker's peak
-resident set (VmHWM) over them, which also holds the Python/torch runtime; `ratio` = measured / estimate;
-`s/step` is the mean wall time of the timed steps (with --warmup=0 it includes train()'s set-up); `held before
-training` is what the process held just before train() (weights, runtime). --batch=0 keeps the recipe's batch
-(4). On a CPU without bf16 hardware only float32 is useful (`auto`), and a real-size step takes minutes."""
+word-level texts add a few dozen tokens to sequences of ~1,200 / ~300). Each (model, dtype, device) runs in its
+own subprocess, so its peak is its own:
+  Janus-Pro-1B   JanusForConditionalGeneration: LLaMA LLM 2048 wide, 24 layers, 16 heads, MLP 5632, vocabulary
+                 102,400, untied LM head (2.08 B parameters in all); SigLIP-L/16 at 384 px (576 tokens); VQ
+                 16,384 codes, 24 x 24 grid (transformers' Janus vision / VQ defaults are Janus-Pro's).
+                 Recipe: `preset("janus-pro")` (LoRA r=16 on the LLM + full generation head, RecA + I2T 1:1,
+                 gradient checkpointing), I2T captions of 64 tokens.
+  OpenUni-B      InternVL3-1B (InternViT-300M at 448 px + a Qwen2.5-0.5B LLM: 896 wide, 24 layers, 14 heads,
+                 2 KV heads, MLP 4864, vocabulary 151,674), 256 queries + a 6-layer connector, SANA-0.6B at
+                 512 px (1152 wide, 28 layers), DC-AE f32c32. Recipe: LoRA r=16 on the DiT and connector,
+                 queries in full, understanding frozen (practice 3), RecA only.
+Columns: `estimate` is `reca_nb.memory.estimate_memory` for that model and recipe (what the notebooks print
+before training); `measured` is torch.cuda.max_memory_allocated over the timed steps on a GPU, or on the CPU the
+worker's peak resident set (VmHWM) over them, which also holds the Python/torch runtime; `ratio` = measured /
+estimate; `s/step` is the mean wall time of the timed steps (with --warmup=0 it includes train()'s set-up);
+`held before training` is what the process held just before train() (weights, runtime). --batch=0 keeps the
+recipe's batch (4). On a CPU without bf16 hardware only float32 is useful (`auto`), and a real-size step takes
+minutes.
+"""
 import json
 import os
 import sys
