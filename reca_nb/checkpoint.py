@@ -1,4 +1,5 @@
-"""Training checkpoints: one safetensors file per saved step that restarts a run bit-identically on CPU.
+"""Training checkpoints: one safetensors file per saved step that restarts a run bit-identically on CPU,
+and the Ctrl-C handling that makes every interruption end on one.
 
 A checkpoint holds the model, optimizer and scheduler state, every RNG stream (python, numpy, torch, CUDA and the
 data sampler's), the history and the recipe, with a sha256 over the tensors. `find_checkpoint` falls back past
@@ -10,6 +11,7 @@ import hashlib
 import json
 import os
 import random
+import signal
 import warnings
 from dataclasses import asdict
 from pathlib import Path
@@ -203,3 +205,41 @@ def check_model(state: dict, umm):
         raise CheckpointError(f"{state['path']} holds a {state.get('arch')!r} model with a different config "
                               f"than this {umm.arch!r} one; differing model config fields (checkpoint, now): "
                               f"{diff}. Use a new out_dir or the model it was trained from.")
+
+
+# ----------------------------------------------------------------------------- Ctrl-C
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C ended `train()` after `step` completed steps; `checkpoint` is the newest restart point in
+    `out_dir` (None when there is none)."""
+
+    def __init__(self, step: int, out_dir):
+        ckpts = checkpoints(out_dir)
+        self.step, self.out_dir, self.checkpoint = step, out_dir, ckpts[-1] if ckpts else None
+        if self.checkpoint is None:
+            where = "no checkpoint written (train(..., out_dir=DIR) keeps them)"
+        else:
+            where = f"newest checkpoint: {self.checkpoint}; continue with train(..., resume='latest')"
+        super().__init__(f"interrupted at step {step}; {where}")
+
+
+class DeferInterrupt:
+    """Ctrl-C during a step sets a flag; the loop finishes the step, saves and raises. A second Ctrl-C
+    raises at once. Outside the main thread (no signal handlers) it does nothing."""
+
+    def __enter__(self):
+        self.hit, self.old = False, None
+        try:
+            self.old = signal.signal(signal.SIGINT, self._handler)
+        except ValueError:
+            pass
+        return self
+
+    def _handler(self, signum, frame):
+        if self.hit:
+            raise KeyboardInterrupt
+        self.hit = True
+
+    def __exit__(self, *exc):
+        if self.old is not None:
+            signal.signal(signal.SIGINT, self.old)

@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import signal
 import sys
 import time
 import warnings
@@ -29,69 +28,18 @@ from functools import partial
 from pathlib import Path
 
 import torch
-from torch import nn
 from tqdm.auto import tqdm
 
-from reca_nb.checkpoint import (CheckpointError, check_model, check_recipe, checkpoints, find_checkpoint,
-                                load_checkpoint, rng_state, save_checkpoint, seed_everything, set_rng_state,
-                                write_json)
+from reca_nb.checkpoint import (CheckpointError, DeferInterrupt, TrainingInterrupted, check_model, check_recipe,
+                                checkpoints, find_checkpoint, load_checkpoint, rng_state, save_checkpoint,
+                                seed_everything, set_rng_state, write_json)
 from reca_nb.collapse import CollapseMonitor
 from reca_nb.freeze import apply_freeze, lora_targets
-from reca_nb.recipe import Recipe, mini_und_res
-from reca_nb.world.data import Batches
+from reca_nb.objective import Objective, make_batch, make_data
+from reca_nb.recipe import Recipe
 
 __all__ = ["train", "Objective", "build_optimizer", "lr_factor", "TrainingInterrupted", "main", "cli",
            "apply_freeze", "lora_targets", "CheckpointError", "load_checkpoint"]
-
-
-class TrainingInterrupted(KeyboardInterrupt):
-    """Ctrl-C ended `train()` after `step` completed steps; `checkpoint` is the newest restart point in
-    `out_dir` (None when there is none)."""
-
-    def __init__(self, step: int, out_dir):
-        ckpts = checkpoints(out_dir)
-        self.step, self.out_dir, self.checkpoint = step, out_dir, ckpts[-1] if ckpts else None
-        if self.checkpoint is None:
-            where = "no checkpoint written (train(..., out_dir=DIR) keeps them)"
-        else:
-            where = f"newest checkpoint: {self.checkpoint}; continue with train(..., resume='latest')"
-        super().__init__(f"interrupted at step {step}; {where}")
-
-
-# ----------------------------------------------------------------------------- model: one forward, all terms
-
-class Objective(nn.Module):
-    """Wraps the UMM so one forward computes every active loss term (DDP needs one forward per backward)."""
-
-    def __init__(self, umm):
-        super().__init__()
-        self.umm = umm
-
-    def forward(self, batch: dict) -> dict:
-        out = {}
-        if "reca" in batch:
-            out["reca"] = self.umm.reca_loss(*batch["reca"])  # (und images, templates, target images)
-        if "i2t" in batch:
-            out["i2t"] = self.umm.i2t_loss(*batch["i2t"])  # (und images, captions)
-        if "t2i" in batch:
-            out["t2i"] = self.t2i_loss(*batch["t2i"])  # (images, prompts[, views, has_view])
-        return out
-
-    def t2i_loss(self, images, prompts, views=None, has_view=None):
-        """Generation loss of (image, prompt) pairs; rows with `has_view` also read the und tokens of their
-        second view (`views`, already at und resolution), through the same route RecA uses. The batch mean
-        weights every sample equally, whichever group it is in."""
-        if has_view is None:
-            return self.umm.generation_loss(images, prompts)
-        parts, m = [], has_view.bool()
-        for rows, cond in ((~m, None), (m, views)):
-            k = int(rows.sum())
-            if k:
-                sub = [t for t, r in zip(prompts, rows.tolist()) if r]
-                loss = (self.umm.generation_loss(images[rows], sub) if cond is None
-                        else self.umm.reca_loss(cond, sub, images[rows]))
-                parts.append(loss * k)
-        return sum(parts) / len(prompts)
 
 
 # ----------------------------------------------------------------------------- optimizer and schedule
@@ -151,7 +99,8 @@ def train(model, recipe: Recipe, out_dir=None, resume=None, callbacks=(), progre
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, partial(lr_factor, recipe=recipe))
         objective, optimizer, scheduler = accelerator.prepare(Objective(model), optimizer, scheduler)
         umm = accelerator.unwrap_model(objective).umm
-        data = _data(recipe, umm, accelerator, data)
+        data = make_data(recipe, umm, accelerator.device, accelerator.process_index, accelerator.num_processes,
+                         data)
         terms = recipe.active_terms
         lam = {"reca": recipe.lambda_reca, "i2t": recipe.lambda_i2t, "t2i": recipe.lambda_t2i}
         if monitor is None and "reca" in terms:
@@ -171,11 +120,11 @@ def train(model, recipe: Recipe, out_dir=None, resume=None, callbacks=(), progre
         bar = tqdm(total=recipe.steps, initial=step, disable=not (progress and main), dynamic_ncols=True,
                    desc=f"{recipe.arch} {recipe.stage}")
         stop, clean, t_window = False, True, time.perf_counter()
-        with _DeferInterrupt() as interrupt:
+        with DeferInterrupt() as interrupt:
             try:
                 while step < recipe.steps and not stop:
                     clean = False  # from here until the step is logged, a checkpoint would be inconsistent
-                    batch = _make_batch(data, recipe, terms, umm, step)
+                    batch = make_batch(data, recipe, terms, umm, step)
                     loss, values, lr = _step(objective, optimizer, scheduler, accelerator, batch, lam, recipe,
                                              step, out_dir)
                     step += 1
@@ -248,23 +197,6 @@ def _accelerator(recipe: Recipe):
     return accelerator
 
 
-def _data(recipe: Recipe, umm, accelerator, data):
-    """The batch sampler: shape-world pools, or the caller's `data` hook; one share of it per process."""
-    # every process draws the same global batch and keeps its own share (_Shard): the run depends on the
-    # global batch only, not on how many processes split it, and one checkpointed data state fits all
-    seed = recipe.seed
-    data = (Batches(umm.image_size, recipe.n_images, recipe.n_t2i_pairs, recipe.data_seed, seed=seed,
-                    prompts=recipe.prompts, device=accelerator.device, i2t_fact_p=recipe.i2t_fact_p,
-                    t2i_sparse_p=recipe.t2i_sparse_p) if data is None else
-            data(umm.image_size, seed=seed, prompts=recipe.prompts, device=accelerator.device))
-    if (recipe.i2t_fact_p or recipe.t2i_sparse_p or recipe.t2i_view_p) and not isinstance(data, Batches):
-        raise ValueError("the world options (i2t_fact_p, t2i_sparse_p, t2i_view_p) need the shape-world "
-                         "pools; leave them at 0 when training on your own data")
-    if accelerator.num_processes > 1:
-        data = _Shard(data, accelerator.process_index, accelerator.num_processes)
-    return data
-
-
 def _resume(out_dir, resume, recipe, umm, optimizer, scheduler, data, monitor, main) -> tuple:
     """(step, history, log window) to start from: a checkpoint's, or a fresh run's (which owns out_dir)."""
     state = find_checkpoint(out_dir, resume)
@@ -335,61 +267,6 @@ def _watch(monitor, values: dict, batch: dict, umm, step: int, recipe: Recipe) -
     return agree, monitor.collapsed and (monitor.stop or recipe.collapse_stop)
 
 
-def _make_batch(data: Batches, recipe: Recipe, terms, umm, step: int) -> dict:
-    batch = {}
-    if "reca" in terms:  # the caption of the image is never read: the text is a random template
-        target, templates = data.reca(recipe.batch)
-        batch["reca"] = (recipe.und_transform(target, umm.und_size), templates, target)
-    if "i2t" in terms:
-        images, captions = data.i2t(recipe.i2t_batch)
-        res = recipe.i2t_und_res[step % len(recipe.i2t_und_res)] if recipe.i2t_und_res else None
-        batch["i2t"] = (recipe.und_transform(images, umm.und_size, res=res), captions)
-    if "t2i" in terms:
-        if recipe.t2i_view_p > 0:  # the view goes in at the RecA bottleneck, where RecA will read it
-            images, prompts, views, has_view = data.t2i_views(recipe.batch, recipe.t2i_view_p, recipe.view_jitter)
-            res = recipe.und_res or mini_und_res(recipe.arch, umm.image_size)
-            views = recipe.und_transform(views, umm.und_size, res=res) if len(views) else views
-            batch["t2i"] = (images, prompts, views, has_view)  # has_view last: one entry per sample
-        else:
-            batch["t2i"] = data.t2i(recipe.batch)
-    return batch
-
-
-class _Shard:
-    """One process's share of every batch under `accelerate launch`: all processes draw the same global batch
-    (B x processes, same generator and seed) and each keeps its own contiguous slice of B samples, so N
-    processes with batch B train on exactly the samples one process with batch N*B would."""
-
-    def __init__(self, data, rank: int, world: int):
-        self.data, self.rank, self.world = data, rank, world
-
-    def _mine(self, out: tuple, B: int) -> tuple:
-        lo = self.rank * B
-        return tuple(x[lo:lo + B] for x in out)
-
-    def reca(self, B: int):
-        return self._mine(self.data.reca(B * self.world), B)
-
-    def i2t(self, B: int):
-        return self._mine(self.data.i2t(B * self.world), B)
-
-    def t2i(self, B: int):
-        return self._mine(self.data.t2i(B * self.world), B)
-
-    def t2i_views(self, B: int, p: float, jitter: float = 2.0):
-        images, prompts, views, has_view = self.data.t2i_views(B * self.world, p, jitter)
-        lo = self.rank * B
-        first = int(has_view[:lo].sum())  # views hold only the rows that have one, in row order
-        k = int(has_view[lo:lo + B].sum())
-        return images[lo:lo + B], prompts[lo:lo + B], views[first:first + k], has_view[lo:lo + B]
-
-    def state(self) -> torch.Tensor:
-        return self.data.state()
-
-    def set_state(self, state: torch.Tensor):
-        self.data.set_state(state)
-
-
 def _new_window() -> dict:
     return {"loss": 0.0, "n": 0, "samples": 0}
 
@@ -423,28 +300,6 @@ def _bad_step_msg(what, values, step, out_dir) -> str:
     keep = f"last good checkpoint: {ckpts[-1]}" if ckpts else "no checkpoint (pass out_dir to keep them)"
     return (f"non-finite {what} at step {step + 1} (losses {values}); the weights were not updated; {keep}. "
             "Lower lr, check the inputs, or resume from the checkpoint.")
-
-
-class _DeferInterrupt:
-    """Ctrl-C during a step sets a flag; the loop finishes the step, saves and raises. A second Ctrl-C
-    raises at once. Outside the main thread (no signal handlers) it does nothing."""
-
-    def __enter__(self):
-        self.hit, self.old = False, None
-        try:
-            self.old = signal.signal(signal.SIGINT, self._handler)
-        except ValueError:
-            pass
-        return self
-
-    def _handler(self, signum, frame):
-        if self.hit:
-            raise KeyboardInterrupt
-        self.hit = True
-
-    def __exit__(self, *exc):
-        if self.old is not None:
-            signal.signal(signal.SIGINT, self.old)
 
 
 # ----------------------------------------------------------------------------- eval
@@ -486,22 +341,21 @@ USAGE = """usage: python -m reca_nb.train --arch=ARCH [--preset=reca|pretrain|co
 def main(argv=None):
     from reca_nb.config import apply_overrides, cli
     from reca_nb.memory import estimate_memory, format_memory
+    from reca_nb.models import registry
     from reca_nb.paths import cache_dir
 
     print = launch_print()
     own, args = cli(argv, USAGE, CLI_KEYS, empty_is_help=True, log=print)
-    real = own.get("arch") in _real()
+    real = own.get("arch") in registry.real()
     loader_kw = {k: args.pop(k) for k in LOADER_KEYS if k in args} if real else {}
     model_kw = {k[6:]: args.pop(k) for k in list(args) if k.startswith("model.")}
     if "arch" not in own:
-        from reca_nb.models import registry
-
-        raise SystemExit(f"--arch is required; valid: {', '.join(registry.available() + _real())}\n{USAGE}")
+        raise SystemExit(f"--arch is required; valid: {', '.join(registry.available() + registry.real())}\n{USAGE}")
     arch, name = own["arch"], own.get("preset", "reca")
     folder = _folder(own)
     recipe = _recipe(arch, name, folder)
     recipe = apply_overrides(recipe, args)
-    model, base = _model(arch, own, loader_kw, model_kw, recipe)
+    model, base = registry.load(arch, str(own.get("base", "default")), recipe.seed, **model_kw, **loader_kw)
     out = Path(own["out"]) if "out" in own else cache_dir() / "runs" / f"{arch}-{name}-{recipe.seed}"
     progress = own.get("progress", True) is not False
     if folder is not None:
@@ -523,19 +377,14 @@ def main(argv=None):
     return history
 
 
-def _real() -> tuple:
-    """Hub models: registry cards with real=True (the miniatures are registry.available())."""
-    from reca_nb.models import registry
-
-    return tuple(name for name, c in registry.CARDS.items() if c.real)
-
-
 def _folder(own: dict):
     """Your own images (--image_folder), or None for shape world."""
+    from reca_nb.models import registry
+
     if "image_folder" not in own:
         if "captions" in own or "max_images" in own:
             raise ValueError("--captions and --max_images need --image_folder")
-        if own.get("arch") in _real():
+        if own.get("arch") in registry.real():
             raise SystemExit(f"--image_folder is required: --arch={own['arch']} trains on your own images\n{USAGE}")
         return None
     from reca_nb.world.folder import ImageFolder
@@ -553,25 +402,6 @@ def _recipe(arch: str, name: str, folder) -> Recipe:
     if folder is not None and not folder.captions:
         recipe = replace(recipe, lambda_i2t=0.0, i2t_ratio=0.0)
     return recipe
-
-
-def _model(arch: str, own: dict, loader_kw: dict, model_kw: dict, recipe: Recipe) -> tuple:
-    """(model, a label of where it came from): a hub model, a shipped base, a checkpoint file or a fresh one."""
-    from reca_nb.models import registry
-
-    if arch in _real():
-        kw = {**model_kw, **loader_kw}
-        if "tiny" in kw:
-            kw["tiny"] = bool(kw["tiny"])
-        label = kw.get("model_id") or ("tiny random twin" if kw.get("tiny") else "hub default")
-        return registry.load_real(arch, **kw), label
-    base = str(own.get("base", "default"))
-    if base == "none":
-        torch.manual_seed(recipe.seed)  # a fresh model is a function of the seed too
-        return registry.build(arch, **model_kw), base
-    if model_kw:
-        raise SystemExit("--model.* overrides need --base=none (a loaded checkpoint fixes the config)")
-    return registry.load_base(arch, None if base == "default" else base), base
 
 
 def launch_print():

@@ -51,7 +51,7 @@ def test_cli_default_out_dir_under_cache(tmp_path):
     (["--arch=nope"], ValueError, "unknown arch 'nope'; valid: showo-vq"),
     (["--arch=toy", "--preset=huge", "--base=none"], ValueError, "unknown preset"),
     (["--arch=toy"], FileNotFoundError, r"python -m reca_nb.build.pretrain --arch=toy"),
-    (["--arch=toy", "--model.d=8"], SystemExit, "need --base=none"),
+    (["--arch=toy", "--model.d=8"], ValueError, "need --base=none"),
     (["--steps=3"], SystemExit, "--arch is required"),
     (["arch=toy"], ValueError, "expected --key=value"),
 ])

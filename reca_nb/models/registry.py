@@ -224,3 +224,27 @@ def load_base(arch: str, path=None):
     if cls.archs and model.arch != arch:  # one class, several names (Show-o): the file must be this one
         raise ValueError(f"{path} holds a {model.arch!r} checkpoint, not {arch!r}")
     return model
+
+
+def real() -> tuple:
+    """The hub models (cards with real=True); the miniatures are available()."""
+    return tuple(name for name, c in CARDS.items() if c.real)
+
+
+def load(arch: str, base: str = "default", seed: int = 0, **kw) -> tuple:
+    """(model, where it came from) for any name: a hub model (kw: its loader's options, e.g. tiny=True), the
+    shipped base (base="default"), a checkpoint file (base=PATH) or a fresh model (base="none", seeded by
+    `seed`; kw: config overrides)."""
+    if arch in real():
+        if "tiny" in kw:
+            kw["tiny"] = bool(kw["tiny"])
+        label = kw.get("model_id") or ("tiny random twin" if kw.get("tiny") else "hub default")
+        return load_real(arch, **kw), label
+    if base == "none":
+        import torch
+
+        torch.manual_seed(seed)  # a fresh model is a function of the seed too
+        return build(arch, **kw), base
+    if kw:
+        raise ValueError("config overrides (--model.*) need --base=none: a loaded checkpoint fixes the config")
+    return load_base(arch, None if base == "default" else base), base
