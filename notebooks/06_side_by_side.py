@@ -133,13 +133,12 @@ assert by[("claim2", "showo-vq", "reca_ratio", "reca")] == "reproduced"
 #   (CLIP features in) the overall effect is +0.04 ± 0.04, inconclusive, but position (+0.11) and colour
 #   attribution (+0.08) — the categories where the paper reports its largest gains — improve beyond noise
 #   (per-category table in `results/claims.md`).
-# - **Inconclusive by construction**: OpenUni's claim 4. Its sweep arm without the freeze equals the frozen
-#   one (the mini's VLM takes no generation gradient unless `vlm_gen_grad=True`; notebook 04 sets it and shows
-#   the drop).
+# - **Inconclusive in this recording**: OpenUni's claim 4. The recorded sweep ran before `UMM.freeze` let an
+#   unfrozen understanding group receive the generation gradient, so its arm without the freeze equalled the
+#   frozen one; the next `make reproduce` measures it (notebook 04 shows the drop live).
 #
-# The likely reason for the negative headline is the miniature itself: a 1–2 M-parameter model with a few
-# thousand training images has little "semantic" headroom for RecA to align, and 400 steps at a miniature
-# learning rate move it a long way from the base. That is a hypothesis, not a measurement.
+# Why the headline fails here is measured in notebook 08: these bases cannot read their own understanding
+# embedding (reconstruction from it stays at chance), so RecA first teaches the generator to ignore the text.
 #
 # ## Summary
 # - One table, one command: `python -m reca_nb.reproduce` (≈8.5 CPU-hours; `--jobs=14 --device=cuda` ≈ 6 min on a
