@@ -19,14 +19,7 @@ from safetensors.torch import load_file
 from reca_nb.paths import REPO_ROOT
 from reca_nb.train import main
 
-TOY = "toy=tests.toy_umm:ToyUMM"
-
-
-@pytest.fixture(autouse=True)
-def _env(tmp_path, monkeypatch):
-    monkeypatch.setenv("RECA_NB_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("RECA_NB_EXTRA_ARCHS", TOY)
-    monkeypatch.syspath_prepend(str(REPO_ROOT))
+pytestmark = pytest.mark.usefixtures("own_home_one_thread", "toy_arch")
 
 
 def test_cli_trains_and_writes_out_dir(tmp_path, capsys):

@@ -1,4 +1,5 @@
-"""Synthetic RecA loss curves shaped like the CPU prototype's (copy path vs bottlenecked, 400 steps)."""
+"""CollapseMonitor on synthetic 400-step RecA loss curves: a copy path (same tokens in and out, the loss falls
+towards 0) is flagged, a bottlenecked run (the loss settles on a floor) is not."""
 import math
 
 import pytest

@@ -12,12 +12,7 @@ from reca_nb.world.folder import FolderBatches, ImageFolder, load_image
 from reca_nb.world.prompts import load_templates
 
 
-@pytest.fixture(autouse=True)
-def _threads():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("own_home_one_thread")
 
 
 def rgb(color, size=(40, 40)):

@@ -4,41 +4,14 @@ Most tests use a tiny stand-in for the shared frozen autoencoder (average-pool "
 module's logic without the shipped checkpoint; `test_real_autoencoder` uses `load_ae()` and is skipped when
 data/tokenizers/ae.safetensors is not there yet.
 """
-import os
-
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-from reca_nb.models.harmon import HarmonMini, HarmonMiniConfig  # noqa: E402
-from reca_nb.world.shapes import ShapeWorld  # noqa: E402
-
-
-class StandInAE(nn.Module):
-    """Average-pool 'autoencoder' with the agreed interface: 32 px <-> (B, 4, 8, 8) roughly unit scale."""
-
-    latent_channels, factor = 4, 4
-
-    @torch.no_grad()
-    def encode(self, x):
-        m = F.avg_pool2d(x, 4) * 2 - 1
-        return torch.cat([m, m.mean(1, keepdim=True)], 1)
-
-    @torch.no_grad()
-    def decode(self, z):
-        return F.interpolate((z[:, :3] + 1) / 2, scale_factor=4, mode="nearest").clamp(0, 1)
-
-
-TINY = dict(buffer_size=2, enc_dim=32, enc_layers=1, enc_heads=2, dec_dim=32, dec_layers=1, dec_heads=2,
-            d_llm=64, llm_layers=2, llm_heads=4, llm_kv_heads=2, llm_ffn=128, diff_width=64, diff_depth=2,
-            sample_iters=4, diffusion_steps=5, patch_size=1)  # patch 1: 64 tokens of 4 dims (Harmon's own geometry)
-
-
-def tiny(**kw):
-    return HarmonMini(HarmonMiniConfig(**{**TINY, **kw}), ae=StandInAE())
+from reca_nb.models.harmon import HarmonMini, HarmonMiniConfig
+from reca_nb.world.shapes import ShapeWorld
+from tests.standins import TINY_HARMON as TINY, tiny_harmon as tiny
 
 
 @pytest.fixture(scope="module")
@@ -65,17 +38,14 @@ def test_is_made_of_library_classes():
     assert m.config.vocab_size == len(tokenizer()) == m.llm.config.vocab_size
 
 
-def test_shapes_and_finite_losses(batch):
-    img, prompts, caps = batch
+def test_token_count_follows_und_resolution_and_first_loss_is_one(batch):
+    img, prompts, _ = batch
     m = tiny()
     nb = m.config.buffer_size
     assert m.understanding_embedding(img).shape == (8, 64 + nb, 64)
     assert m.understanding_embedding(F.interpolate(img, size=16, mode="area")).shape == (8, 16 + nb, 64)
     assert m.understanding_embedding(F.interpolate(img, size=20, mode="area")).shape == (8, 25 + nb, 64)
     m.train()
-    for loss in (m.generation_loss(img, prompts), m.i2t_loss(img, caps),
-                 m.reca_loss(img, ["describe the image ."] * 8, img)):
-        assert loss.dim() == 0 and torch.isfinite(loss)
     # a zero-initialised head predicts eps = 0, so the first diffusion loss is E[eps^2] ~ 1
     torch.manual_seed(0)
     assert 0.8 < m.generation_loss(img, prompts).item() < 1.2
@@ -258,47 +228,14 @@ def test_left_padding_does_not_change_a_row(batch):
     torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
 
 
-@pytest.mark.slow
-def test_overfits_eight_images(batch):
-    img, prompts, caps = batch
-    torch.manual_seed(0)
-    m = tiny()
-
-    def eval_losses():
-        m.eval()
-        with torch.no_grad(), torch.random.fork_rng():
-            torch.manual_seed(123)  # same masks, timesteps and noise before and after
-            gen = sum(m.generation_loss(img, prompts).item() for _ in range(8)) / 8
-        m.train()
-        return gen, m.i2t_loss(img, caps).item()
-
-    g0, c0 = eval_losses()
-    opt = torch.optim.AdamW(m.parameters(), lr=2e-3)
-    for _ in range(100):
-        loss = m.generation_loss(img, prompts) + m.i2t_loss(img, caps)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    g1, c1 = eval_losses()
-    # measured (torch 2.13 CPU, 1 thread): diffusion 1.004 -> 0.094, I2T CE 6.18 -> 0.047
-    assert g1 < 0.25 * g0, (g0, g1)
-    assert c1 < 0.05 * c0, (c0, c1)
-
-
-def test_sample_and_caption(batch):
+def test_sample_latents_and_constant_cfg_reconstruction(batch):
     img, prompts, _ = batch
     m = tiny().eval()
-    out = m.sample(prompts[:3], generator=torch.Generator().manual_seed(0))
-    assert out.shape == (3, 3, 32, 32) and out.min() >= 0 and out.max() <= 1
-    again = m.sample(prompts[:3], generator=torch.Generator().manual_seed(0))
-    torch.testing.assert_close(out, again)  # deterministic given a generator
     lat = m.sample(prompts[:2], generator=torch.Generator().manual_seed(0), guidance=1.0, return_latents=True)
     assert lat.shape == (2, 64, 4) and torch.isfinite(lat).all()
     rec = m.reconstruct(img[:2], ["describe the image ."] * 2, generator=torch.Generator().manual_seed(0),
                         cfg_schedule="constant")
     assert rec.shape == (2, 3, 32, 32)
-    caps = m.caption(img[:2], max_len=5)
-    assert len(caps) == 2 and all(isinstance(c, str) and len(c.split()) <= 5 for c in caps)
 
 
 def test_sampling_unmasks_every_token_once(batch):
@@ -315,38 +252,6 @@ def test_sampling_unmasks_every_token_once(batch):
     m._sample_tokens = spy
     m.sample(prompts[:2], generator=torch.Generator().manual_seed(0), guidance=2.0)
     assert len(counts) == 6 and sum(counts) == 2 * 64 and min(counts) >= 2
-
-
-def test_save_load_roundtrip(tmp_path, batch):
-    img, prompts, caps = batch
-    m = tiny(image_attn="causal", seed=5)
-    path = tmp_path / "harmon.safetensors"
-    m.save(path)
-    assert not any(k.startswith(("ae.", "vae.")) for k in m.state_dict())  # the AE is not ours
-    m2 = HarmonMini.load(path).attach(ae=StandInAE())
-    assert m2.config == m.config
-    for k, v in m.state_dict().items():
-        assert torch.equal(v, m2.state_dict()[k]), k
-    m.eval(), m2.eval()
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        a = m.generation_loss(img, prompts)
-        torch.manual_seed(0)
-        b = m2.generation_loss(img, prompts)
-    assert torch.equal(a, b)
-    assert torch.equal(m.i2t_loss(img, caps), m2.i2t_loss(img, caps))
-
-
-def test_parameter_groups(batch):
-    m = tiny()
-    m.check_groups()
-    g = m.parameter_groups()
-    assert g["understanding"] == [] and g["frozen"] == []
-    assert any(n.startswith("diffloss.") for n in g["generation"])
-    assert any(n.startswith("decoder.") for n in g["generation"])
-    for shared in ("encoder.", "llm.", "proj_in.", "z_proj."):
-        assert any(n.startswith(shared) for n in g["shared"]), shared
-    assert not any(n.startswith(("encoder.", "llm.")) for n in g["generation"])
 
 
 def test_real_autoencoder(batch):

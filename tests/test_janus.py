@@ -1,18 +1,13 @@
-"""Janus miniature: real transformers Janus inside, UMM contract, losses learn, sampling, persistence."""
+"""Janus miniature: real transformers Janus inside, the shipped VQ, losses at init, condition dropout, generate()
+vs the own sampling loop (the UMM contract itself is checked in test_umm_contract.py)."""
 import math
 
 import pytest
 import torch
 
-from reca_nb.models.janus import VQ_FILE, JanusMini, JanusMiniConfig
+from reca_nb.models.janus import VQ_FILE, JanusMini
 from reca_nb.world.shapes import ShapeWorld
-
-
-def tiny(**kw):
-    """Small LLM/ViT; the VQ-VAE keys stay at their defaults so the shipped tokenizer loads."""
-    cfg = dict(d_model=32, n_layers=2, n_heads=2, d_ff=64,
-               vision_hidden=32, vision_layers=1, vision_heads=2)
-    return JanusMiniConfig(**{**cfg, **kw})
+from tests.standins import tiny_janus_config as tiny
 
 
 @pytest.fixture(scope="module")
@@ -41,15 +36,9 @@ def test_it_is_transformers_janus(model):
     assert model.hf.generation_config.generation_kwargs["boi_token_id"] == model.tok.stoi["<soi>"]
 
 
-def test_groups(model):
-    model.check_groups()
-    g = model.parameter_groups()
-    assert all(".vision_model." in n or ".aligner." in n for n in g["understanding"]) and g["understanding"]
-    assert all(".generation_" in n for n in g["generation"]) and g["generation"]
-    assert all(".vqmodel." in n for n in g["frozen"]) and g["frozen"]
-    assert any("language_model" in n for n in g["shared"])
-    frozen = set(g["frozen"])
-    assert all(not p.requires_grad for n, p in model.named_parameters() if n in frozen)
+def test_vq_is_frozen_at_build(model):
+    frozen = set(model.parameter_groups()["frozen"])
+    assert {n for n, p in model.named_parameters() if not p.requires_grad} == frozen
 
 
 def test_shipped_vq_reconstructs_shapes(model):
@@ -112,50 +101,19 @@ def test_generate_matches_own_loop(model, batch):
     assert a.shape == (4, 16) and torch.equal(a, b)
 
 
-def test_sample_caption_reconstruct(model, batch):
-    x, prompts, _ = batch
+def test_top_k_reconstruction_is_seeded(model, batch):
+    x, _, _ = batch
     model.eval()
-    s1 = model.sample(prompts[:3], generator=torch.Generator().manual_seed(0))
-    s2 = model.sample(prompts[:3], generator=torch.Generator().manual_seed(0))
-    assert s1.shape == (3, 3, 32, 32) and 0 <= s1.min() and s1.max() <= 1 and torch.equal(s1, s2)
     low, templates = x[:2, :, ::2, ::2], ["Describe the image."] * 2  # 16 px: the bottleneck input
     r1 = model.reconstruct(low, templates, generator=torch.Generator().manual_seed(0), top_k=20)
     r2 = model.reconstruct(low, templates, generator=torch.Generator().manual_seed(0), top_k=20)
     assert r1.shape == (2, 3, 32, 32) and torch.equal(r1, r2)
-    caps = model.caption(x[:2], max_len=5)
-    assert len(caps) == 2 and all(isinstance(c, str) for c in caps)
 
 
-def test_overfit_lowers_image_and_text_ce(batch):
-    x, prompts, descs = batch
-    torch.manual_seed(0)
-    m = JanusMini(tiny(cfg_dropout=0.0)).train()
-    opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=3e-3)
-    templates = ["Describe the image."] * 8
-    first = None
-    for _ in range(100):
-        lt, li = m.generation_loss(x, prompts), m.i2t_loss(x, descs)
-        lr = m.reca_loss(x[:, :, ::2, ::2], templates, x)
-        first = first or (lt.item(), li.item(), lr.item())
-        opt.zero_grad()
-        (lt + li + lr).backward()
-        opt.step()
-    last = (lt.item(), li.item(), lr.item())
-    # measured (tiny config, seed 0, 1 thread): image CE 5.54 -> 2.15, caption CE 6.15 -> 0.68,
-    # RecA CE 5.55 -> 2.19
-    assert last[0] < 0.5 * first[0], (first, last)
-    assert last[1] < 0.2 * first[1], (first, last)
-    assert last[2] < 0.5 * first[2], (first, last)
-
-
-def test_save_load_round_trip(model, batch, tmp_path):
-    x, prompts, _ = batch
+def test_reload_keeps_tuple_config_and_tied_lm_head(model, tmp_path):
     path = tmp_path / "janus.safetensors"
     model.save(path)
     m2 = JanusMini.load(path)
-    assert m2.config == model.config and isinstance(m2.config.vq_mult, tuple)
-    model.eval(), m2.eval()
-    with torch.no_grad():
-        assert torch.equal(model.generation_loss(x, prompts), m2.generation_loss(x, prompts))
+    assert isinstance(m2.config.vq_mult, tuple)  # json gives lists back
     # tied text embedding / lm_head survive
     assert m2.hf.lm_head.weight.data_ptr() == m2.hf.get_input_embeddings().weight.data_ptr()

@@ -11,52 +11,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-from reca_nb.models.openuni import OpenUniMini, OpenUniMiniConfig  # noqa: E402
-from reca_nb.world.shapes import ShapeWorld  # noqa: E402
-
-
-class StandInCLIP(nn.Module):
-    """Frozen random 4x4-patch features plus a 2-D position code: (B, 3, h, w) -> (B, (h/4)^2, width)."""
-
-    def __init__(self, width=16):
-        super().__init__()
-        self.width = width
-        self.w = torch.randn(48, width, generator=torch.Generator().manual_seed(0)) / 48 ** 0.5
-        self.eval()
-
-    @torch.no_grad()
-    def image_tokens(self, images):
-        n = images.shape[-1] // 4
-        tok = torch.tanh(F.unfold(images, 4, stride=4).transpose(1, 2) @ self.w)  # (B, N, width)
-        yy, xx = torch.meshgrid(torch.arange(n), torch.arange(n), indexing="ij")
-        tok[..., :2] += torch.stack([yy, xx], -1).reshape(1, -1, 2) / n
-        return tok
-
-
-class StandInAE(nn.Module):
-    """Average-pool 'autoencoder' with the agreed interface: 32 px <-> (B, 4, 8, 8) roughly unit scale."""
-
-    latent_channels, factor = 4, 4
-
-    @torch.no_grad()
-    def encode(self, x):
-        m = F.avg_pool2d(x, 4) * 2 - 1
-        return torch.cat([m, m.mean(1, keepdim=True)], 1)
-
-    @torch.no_grad()
-    def decode(self, z):
-        return F.interpolate((z[:, :3] + 1) / 2, scale_factor=4, mode="nearest").clamp(0, 1)
-
-
-TINY = dict(clip_width=16, d_llm=64, llm_layers=2, llm_heads=4, llm_kv_heads=2, llm_ffn=128, num_queries=8,
-            connector_layers=1, dit_layers=2, dit_heads=2, dit_head_dim=32, sample_steps=4)
-
-
-def tiny(**kw):
-    torch.manual_seed(0)
-    return OpenUniMini(OpenUniMiniConfig(**{**TINY, **kw}), clip=StandInCLIP(), ae=StandInAE())
+from reca_nb.models.openuni import OpenUniMini, OpenUniMiniConfig
+from reca_nb.world.shapes import ShapeWorld
+from tests.standins import TINY_OPENUNI as TINY, tiny_openuni as tiny
 
 
 @pytest.fixture(scope="module")
@@ -84,40 +41,10 @@ def test_is_made_of_library_classes():
     assert m.config.vocab_size == len(m.tok)
 
 
-def test_groups_and_no_frozen_parts_in_state_dict():
-    m = tiny()
-    m.check_groups()
-    g = m.parameter_groups()
-    assert "queries" in g["generation"]
-    expected = {"generation": ("dit.", "connector."), "understanding": ("llm.", "projector.")}
-    for group, prefixes in expected.items():
-        for prefix in prefixes:
-            assert any(n.startswith(prefix) for n in g[group]), (group, prefix)
-    assert not any(k.startswith(("clip", "ae", "_frozen")) for k in m.state_dict())  # loaded, never owned
-
-
-def test_losses_finite_and_shapes(batch):
-    img, und, prompts, caps = batch
-    m = tiny()
-    assert m.understanding_embedding(und).shape == (8, 49, 64)  # 28 px / 4 -> 7x7 CLIP tokens, d_llm
-    for loss in (m.generation_loss(img, prompts), m.i2t_loss(und, caps),
-                 m.reca_loss(und, ["describe the image"] * 8, img)):
-        assert loss.ndim == 0 and torch.isfinite(loss)
+def test_prompt_count_must_match_images(batch):
+    img, _, prompts, _ = batch
     with pytest.raises(ValueError):
-        m.generation_loss(img, prompts[:3])
-
-
-def test_sample_and_caption_shapes(batch):
-    img, und, prompts, _ = batch
-    m = tiny().eval()
-    x = m.sample(prompts[:3], generator=torch.Generator().manual_seed(0))
-    assert x.shape == (3, 3, 32, 32) and x.min() >= 0 and x.max() <= 1
-    r = m.reconstruct(und[:2], ["describe the image"] * 2, steps=2)
-    assert r.shape == (2, 3, 32, 32)
-    y = m.sample(prompts[:3], generator=torch.Generator().manual_seed(0))
-    assert torch.equal(x, y)  # deterministic given the generator
-    caps = m.caption(und[:3], max_len=5)
-    assert len(caps) == 3 and all(isinstance(c, str) and len(c.split()) <= 5 for c in caps)
+        tiny().generation_loss(img, prompts[:3])
 
 
 def test_left_padding_is_invisible():
@@ -204,44 +131,6 @@ def test_gradients_reach_generation_not_vlm(batch, vlm_gen_grad):
     m.reca_loss(und, ["describe the image"] * 8, img).backward()
     assert all(p.grad is None for p in m.named_group("understanding"))
     assert m.queries.grad is not None and m.queries.grad.abs().sum() > 0
-
-
-def test_save_load_round_trip(tmp_path, batch):
-    img, und, prompts, _ = batch
-    m = tiny().eval()
-    m.save(tmp_path / "ou.safetensors")
-    m2 = OpenUniMini.load(tmp_path / "ou.safetensors").attach(clip=StandInCLIP(), ae=StandInAE()).eval()
-    assert m2.config == m.config
-    for k, v in m.state_dict().items():
-        assert torch.equal(v, m2.state_dict()[k]), k
-    torch.testing.assert_close(m.condition(prompts, m.understanding_embedding(und)),
-                               m2.condition(prompts, m2.understanding_embedding(und)))
-
-
-def _eval_flow_loss(m, img, prompts, seed=0):
-    torch.manual_seed(seed)
-    with torch.no_grad():
-        return sum(m.generation_loss(img, prompts).item() for _ in range(4)) / 4
-
-
-@pytest.mark.slow
-def test_overfit_eight_images(batch):
-    """60 AdamW steps on 8 images lower the flow-matching loss and the VLM's captioning CE (measured on this
-    config, 1 thread: flow x0.17, CE x0.10 after 60 steps; x0.13 / x0.02 after 100)."""
-    img, und, prompts, caps = batch
-    m = tiny()
-    m.eval()  # eval(): no CFG drop while measuring; the fixed seed fixes timesteps and noise
-    flow0, ce0 = _eval_flow_loss(m, img, prompts), m.i2t_loss(und, caps).item()
-    opt = torch.optim.AdamW(m.parameters(), lr=2e-3)
-    m.train()
-    for _ in range(60):
-        opt.zero_grad()
-        (m.generation_loss(img, prompts) + m.i2t_loss(und, caps)).backward()
-        opt.step()
-    m.eval()
-    flow1, ce1 = _eval_flow_loss(m, img, prompts), m.i2t_loss(und, caps).item()
-    assert flow1 < 0.35 * flow0, (flow0, flow1)
-    assert ce1 < 0.3 * ce0, (ce0, ce1)
 
 
 @pytest.mark.slow

@@ -1,5 +1,5 @@
-"""reca_nb.models.real.janus_pro on a tiny random Janus-Pro of the real transformers classes (offline): the UMM interface,
-RecA + LoRA through train() on an image folder, a tiny overfit, adapters and weights saved and reloaded, the
+"""reca_nb.models.real.janus_pro on a tiny random Janus-Pro of the real transformers classes (offline): its RecA chat
+prompt, RecA + LoRA through train() on an image folder, a tiny overfit, adapters and weights saved and reloaded, the
 save_pretrained / from_pretrained path that real checkpoints take, the memory estimate and the CLI."""
 from dataclasses import replace
 import warnings
@@ -36,12 +36,10 @@ def photos(tmp_path):
     return root
 
 
-def test_tiny_model_speaks_the_umm_interface(tiny):
+def test_reca_prompt_is_the_chat_turn_and_lora_trains_the_head_in_full(tiny):
     m = tiny.eval()
     assert (m.image_size, m.und_size, m.n_und, m.n_gen) == (32, 32, 16, 16)
     x = torch.rand(2, 3, 32, 32)
-    cond = m.understanding_embedding(x)
-    assert cond.shape == (2, 16, m.hf.config.text_config.hidden_size)
     # the RecA prompt is Janus-Pro's chat turn with the image slots expanded, ending in <begin_of_image>
     text = m.format_reca_sample("Describe the image.")
     assert text.startswith("<|User|>: <begin_of_image>") and text.endswith(
@@ -51,17 +49,8 @@ def test_tiny_model_speaks_the_umm_interface(tiny):
     assert m.tok.decode(ids[0]) == janus_pro.BOS + text and (ids == m.img_id).sum() == m.n_und
     for loss in (m.reca_loss(x, ["Describe.", "What is here?"], x), m.i2t_loss(x, ["a cat", "two dogs"]),
                  m.generation_loss(x, ["a cat", "a dog"])):
-        assert loss.ndim == 0 and np.log(m.hf.config.vq_config.num_embeddings) / 3 < loss.item() < 10
-    imgs = m.sample(["a cat", "a dog"], generator=torch.Generator().manual_seed(0))
-    assert imgs.shape == (2, 3, 32, 32) and 0 <= imgs.min() and imgs.max() <= 1
-    again = m.sample(["a cat", "a dog"], generator=torch.Generator().manual_seed(0))
-    assert torch.equal(imgs, again)
-    assert m.reconstruct(x, ["Describe."] * 2, generator=torch.Generator().manual_seed(0)).shape == x.shape
-    caps = m.caption(x, max_len=4)
-    assert len(caps) == 2 and all(isinstance(c, str) for c in caps)
-    m.check_groups()
+        assert np.log(m.hf.config.vq_config.num_embeddings) / 3 < loss.item() < 10
     groups = m.parameter_groups()
-    assert all(n.startswith("hf.model.vqmodel.") for n in groups["frozen"])
     assert set(m.lora_full()) == set(groups["generation"]) and groups["generation"]
     with pytest.raises(ValueError, match="32x32 target"):
         m.generation_loss(torch.rand(1, 3, 16, 16), ["x"])

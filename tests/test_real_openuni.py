@@ -1,18 +1,15 @@
 """OpenUniReal on tiny random configs of the real classes (InternVL + SANA + DC-AE), offline, CPU."""
-import os
 from dataclasses import replace
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-from reca_nb.adapters import load_adapters  # noqa: E402
-from reca_nb.models.real.openuni import OpenUniReal, load  # noqa: E402
-from reca_nb.recipe import preset  # noqa: E402
-from reca_nb.world.shapes import ShapeWorld  # noqa: E402
-from reca_nb.train import lora_targets, train  # noqa: E402
+from reca_nb.adapters import load_adapters
+from reca_nb.models.real.openuni import load
+from reca_nb.recipe import preset
+from reca_nb.world.shapes import ShapeWorld
+from reca_nb.train import lora_targets, train
 
 
 def tiny(seed=0, **kw):
@@ -45,9 +42,6 @@ def test_is_made_of_the_real_classes():
     assert isinstance(m.vlm, InternVLForConditionalGeneration)
     assert isinstance(m.dit, SanaTransformer2DModel) and isinstance(m.vae, AutoencoderDC)
     assert (m.image_size, m.und_size, m.factor) == (32, 32, 4)
-    m.check_groups()
-    groups = m.parameter_groups()
-    assert "queries" in groups["generation"] and all(n.startswith("vlm.") for n in groups["understanding"])
     assert not any(p.requires_grad for p in m.vlm.parameters())
     targets = lora_targets(m)  # LoRA finds Linear layers in both trainable parts, none in the VLM
     assert any(t.startswith("dit.transformer_blocks.") for t in targets)
@@ -55,12 +49,9 @@ def test_is_made_of_the_real_classes():
     assert not any(t.startswith(("vlm.", "vae.")) for t in targets)
 
 
-def test_losses_and_gradients(batch):
+def test_generation_never_writes_into_the_vlm(batch):
     img, und, prompts = batch
     m = tiny()
-    assert m.understanding_embedding(und).shape == (8, 16, 64)  # 32-px tile / patch 4, pixel shuffle 0.5
-    for loss in (m.generation_loss(img, prompts), m.i2t_loss(und, prompts)):
-        assert loss.ndim == 0 and torch.isfinite(loss)
     m.vlm.requires_grad_(True)  # even unfrozen (freeze="none"), generation never writes into the VLM
     m.reca_loss(und, ["describe the image"] * 8, img).backward()
     assert m.queries.grad is not None and m.queries.grad.abs().sum() > 0  # through the VLM's activations
@@ -85,16 +76,9 @@ def test_activation_checkpointing_gives_the_same_gradients(batch):
         torch.testing.assert_close(grads[1][n], grads[0][n], atol=1e-6, rtol=1e-4, msg=n)
 
 
-def test_sample_caption_and_padding(batch):
-    img, und, prompts = batch
+def test_left_padding_is_invisible():
     m = tiny().eval()
-    x = m.sample(prompts[:3], generator=torch.Generator().manual_seed(0))
-    assert x.shape == (3, 3, 32, 32) and x.min() >= 0 and x.max() <= 1
-    assert torch.equal(x, m.sample(prompts[:3], generator=torch.Generator().manual_seed(0)))
-    assert m.reconstruct(und[:2], ["describe the image"] * 2, steps=2).shape == (2, 3, 32, 32)
-    caps = m.caption(und[:3], max_len=5)
-    assert len(caps) == 3 and all(isinstance(c, str) and len(c.split()) <= 5 for c in caps)
-    short, long = "a red circle", "a blue square left of a green triangle"  # left padding is invisible
+    short, long = "a red circle", "a blue square left of a green triangle"
     torch.testing.assert_close(m.condition([short])[0], m.condition([short, long])[0], atol=1e-5, rtol=1e-4)
 
 
@@ -143,36 +127,3 @@ def test_memory_estimate():
     assert lora["total"] < full["total"]
 
 
-def test_save_load_round_trip(tmp_path, batch):
-    img, und, prompts = batch
-    m = tiny().eval()
-    m.save(tmp_path / "ou.safetensors")
-    m2 = OpenUniReal.load(tmp_path / "ou.safetensors", device="cpu").eval()
-    assert m2.config == m.config
-    assert all(torch.equal(v, m2.state_dict()[k]) for k, v in m.state_dict().items())
-    torch.testing.assert_close(m.condition(prompts, m.understanding_embedding(und)),
-                               m2.condition(prompts, m2.understanding_embedding(und)))
-
-
-def _fixed_reca_loss(m, und, img, n=4):
-    """Mean RecA loss over n fixed draws of timesteps and noise (eval: no CFG drop)."""
-    m.eval()
-    torch.manual_seed(123)
-    with torch.no_grad():
-        return sum(m.reca_loss(und, ["describe the image"] * len(img), img).item() for _ in range(n)) / n
-
-
-def test_reca_overfit_lowers_the_loss(batch):
-    """AdamW on the generation group, 4 images: the RecA flow-matching loss must drop well below its start."""
-    img, und, _ = batch
-    img, und = img[:4], und[:4]
-    m = tiny()
-    before = _fixed_reca_loss(m, und, img)
-    opt = torch.optim.AdamW(m.named_group("generation"), lr=3e-3)
-    m.train()
-    for _ in range(40):
-        opt.zero_grad()
-        m.reca_loss(und, ["describe the image"] * 4, img).backward()
-        opt.step()
-    after = _fixed_reca_loss(m, und, img)
-    assert after < 0.5 * before, (before, after)

@@ -1,6 +1,6 @@
-"""Reliability (issue 8): determinism, bad inputs through the CLI, disk full, foreign checkpoints, no pickle,
-no network. Resume after SIGKILL / Ctrl-C, corrupt checkpoints and NaN losses are in test_train.py and
-test_cli.py; bad image inputs in test_images.py.
+"""Runs are reproducible and fail safely: same seed, same losses and scores; bad CLI input is one clear line;
+a full disk, a foreign checkpoint, pickle and the network are refused. Resume after SIGKILL / Ctrl-C, corrupt
+checkpoints and NaN losses are in test_train.py and test_cli.py; bad image inputs in test_images.py.
 """
 import errno
 import json
@@ -20,24 +20,9 @@ from reca_nb.evaluation import geneval
 from reca_nb.paths import REPO_ROOT
 from reca_nb.recipe import preset
 from reca_nb.train import CheckpointError, load_checkpoint, train
-from tests.toy_umm import ToyConfig, ToyUMM
+from tests.toy_umm import ToyUMM, toy
 
-TOY = "toy=tests.toy_umm:ToyUMM"
-
-
-@pytest.fixture(autouse=True)
-def _env(tmp_path, monkeypatch):
-    monkeypatch.setenv("RECA_NB_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("RECA_NB_EXTRA_ARCHS", TOY)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def toy(seed=0, **cfg):
-    torch.manual_seed(seed)
-    return ToyUMM(ToyConfig(**cfg))
+pytestmark = pytest.mark.usefixtures("own_home_one_thread", "toy_arch")
 
 
 def ci(arch="toy", **kw):

@@ -1,18 +1,14 @@
 """Tests for reca_nb.models.showo: the Show-o miniature (omni-attention, MaskGIT generation, AR captioning)."""
 import math
-import os
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-from reca_nb.world.shapes import ShapeWorld  # noqa: E402
-from reca_nb.models.showo import ShowO, ShowOConfig  # noqa: E402
-from reca_nb.world.text import tokenizer  # noqa: E402
-
-TINY = dict(d_model=32, n_layers=2, n_heads=2, d_ff=64)
+from reca_nb.world.shapes import ShapeWorld
+from reca_nb.models.showo import ShowO, ShowOConfig
+from reca_nb.world.text import tokenizer
+from tests.standins import TINY_SHOWO as TINY, tiny_showo as tiny
 
 
 @pytest.fixture
@@ -28,10 +24,6 @@ def clip_encoder(monkeypatch):
         fake = clip.ShapeCLIP(clip.build_clip_model(words, hidden=32, vision_layers=2, text_layers=1), words)
         monkeypatch.setattr(clip, "load_clip", lambda: fake)
         return fake
-
-
-def tiny(variant="vq", **kw):
-    return ShowO(ShowOConfig(variant=variant, **{**TINY, **kw}))
 
 
 @pytest.fixture(scope="module")
@@ -132,22 +124,17 @@ def test_sdpa_matches_eager(data):
     torch.testing.assert_close(h_sdpa, h_eager, atol=1e-4, rtol=1e-4)
 
 
-def test_sample_and_caption(data):
+def test_sample_decodes_every_token_and_takes_cfg(data):
     x, prompts, _ = data
     m = tiny(sample_steps=4).eval()
     g = torch.Generator().manual_seed(0)
     imgs, codes = m.sample(prompts[:3], generator=g, return_codes=True)
-    assert imgs.shape == (3, 3, 32, 32) and 0 <= imgs.min() and imgs.max() <= 1
+    assert imgs.shape == (3, 3, 32, 32)
     assert codes.shape == (3, 64) and codes.max() < 256  # every token decoded, no <mask> left
-    again = m.sample(prompts[:3], generator=torch.Generator().manual_seed(0))
-    torch.testing.assert_close(imgs, again)
     cfg = m.sample(prompts[:2], generator=torch.Generator().manual_seed(0), cfg_scale=2.0)
     assert cfg.shape == (2, 3, 32, 32)
-    rec = m.reconstruct(F.avg_pool2d(x[:2], 2), ["describe the image"] * 2)
+    rec = m.reconstruct(F.avg_pool2d(x[:2], 2), ["describe the image"] * 2)  # 16 px: the bottleneck input
     assert rec.shape == (2, 3, 32, 32)
-    caps = m.caption(x[:3], max_len=6)
-    assert isinstance(caps, list) and len(caps) == 3 and all(isinstance(c, str) for c in caps)
-    assert all(len(c.split()) <= 6 for c in caps)
 
 
 def test_caption_cache_matches_full_recompute(data):
@@ -166,34 +153,6 @@ def test_caption_cache_matches_full_recompute(data):
     assert m.caption(x[:3], max_len=5) == ref
 
 
-def test_save_load_roundtrip(data, tmp_path):
-    x, prompts, desc = data
-    m = tiny(seed=5).eval()
-    path = tmp_path / "showo.safetensors"
-    m.save(path)
-    m2 = ShowO.load(path).eval()
-    assert m2.arch == "showo-vq" and m2.config == m.config
-    for a, b in zip(m.state_dict().values(), m2.state_dict().values()):
-        assert torch.equal(a, b)
-    torch.manual_seed(0)
-    l1 = m.generation_loss(x, prompts)
-    torch.manual_seed(0)
-    l2 = m2.generation_loss(x, prompts)
-    assert l1.item() == l2.item()
-    s1 = m.sample(prompts[:2], generator=torch.Generator().manual_seed(3))
-    s2 = m2.sample(prompts[:2], generator=torch.Generator().manual_seed(3))
-    assert torch.equal(s1, s2)
-    assert m.caption(x[:2], max_len=4) == m2.caption(x[:2], max_len=4)
-
-
-def test_parameter_groups_vq():
-    m = tiny()
-    m.check_groups()
-    g = m.parameter_groups()
-    assert g["understanding"] == [] and g["frozen"] == []
-    assert sum(p.numel() for p in m.named_group("shared")) == sum(p.numel() for p in m.parameters())
-
-
 def test_token_agreement(data):
     x, _, _ = data
     m = tiny()
@@ -201,40 +160,6 @@ def test_token_agreement(data):
     shuffled = m.token_agreement(x, x.flip(0))
     assert shuffled is not None and shuffled < 1.0
     assert m.token_agreement(F.avg_pool2d(x, 2), x) is None  # 4x4 vs 8x8 grid
-
-
-@pytest.mark.slow
-def test_overfit_eight_images(data):
-    """~100 AdamW steps on 8 images: masked-token CE and caption CE both fall a lot."""
-    x, prompts, desc = data
-    torch.manual_seed(0)
-    m = ShowO(ShowOConfig(variant="vq", d_model=64, n_layers=2, n_heads=4, d_ff=256, cond_dropout=0.0))
-
-    def eval_gen():
-        m.eval()
-        with torch.no_grad():
-            torch.manual_seed(123)
-            out = sum(m.generation_loss(x, prompts).item() for _ in range(8)) / 8
-        m.train()
-        return out
-
-    g0 = eval_gen()
-    with torch.no_grad():
-        i0 = m.i2t_loss(x, desc).item()
-    opt = torch.optim.AdamW(m.parameters(), lr=3e-3)
-    for _ in range(100):
-        loss = m.generation_loss(x, prompts) + m.i2t_loss(x, desc)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    g1 = eval_gen()
-    with torch.no_grad():
-        i1 = m.i2t_loss(x, desc).item()
-    assert g1 < 0.3 * g0, (g0, g1)  # measured 5.5 -> 0.52
-    assert i1 < 0.1 * i0, (i0, i1)  # measured 6.3 -> 0.025
-    m.eval()
-    caps = m.caption(x)
-    assert sum(c == d for c, d in zip(caps, desc)) >= 6, list(zip(caps, desc))
 
 
 def test_clip_variant(data, tmp_path, clip_encoder):

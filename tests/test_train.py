@@ -13,17 +13,9 @@ from reca_nb.world.prompts import SINGLE_PROMPT, load_templates
 from reca_nb.recipe import Recipe
 from reca_nb.train import (CheckpointError, TrainingInterrupted, apply_freeze, build_optimizer, load_checkpoint,
                            lr_factor, train)
-from tests.toy_umm import ToyConfig, ToyUMM
+from tests.toy_umm import ToyUMM, toy
 
-
-
-@pytest.fixture(autouse=True)
-def _env(tmp_path, monkeypatch):
-    monkeypatch.setenv("RECA_NB_HOME", str(tmp_path / "home"))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny tensors: threads only add contention
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("own_home_one_thread")
 
 
 class Spy(ToyUMM):
@@ -47,11 +39,6 @@ class Spy(ToyUMM):
 
     def kinds(self, kind):
         return [c for c in self.calls if c[0] == kind]
-
-
-def toy(cls=ToyUMM, seed=0, **cfg):
-    torch.manual_seed(seed)
-    return cls(ToyConfig(**cfg))
 
 
 def rec(**kw):

@@ -202,3 +202,12 @@ class ToyUMM(UMM):
         a, b = codes(und_images), codes(target_images)
         a = F.interpolate(a, size=b.shape[-2:], mode="nearest")
         return (a == b).float().mean().item()
+
+
+TOY_ARCH = "toy=tests.toy_umm:ToyUMM"  # RECA_NB_EXTRA_ARCHS entry that registers the toy (fixture `toy_arch`)
+
+
+def toy(cls=ToyUMM, seed=0, **cfg):
+    """A fresh ToyUMM (or subclass `cls`) initialised from `seed`; `cfg` overrides ToyConfig fields."""
+    torch.manual_seed(seed)
+    return cls(ToyConfig(**cfg))
