@@ -164,6 +164,6 @@ def test_cli_warning_is_one_line(tmp_path):
                         "--steps=2", "--warmup=2", "--threads=1", "--progress=False", f"--out={tmp_path / 'run'}"],
                        cwd=REPO_ROOT, env=_proc_env(), capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr[-3000:]
-    assert _lines(p.stderr) == [f"warning: warmup=2 >= steps=2: the whole run is linear warm-up (the learning "
-                                f"rate peaks at 0.0005 in the last step, the cosine schedule never runs); set "
-                                f"warmup < steps"], p.stderr[-3000:]
+    assert _lines(p.stderr) == ["warning: warmup=2 >= steps=2: the whole run is linear warm-up (the learning "
+                                "rate peaks at 0.0005 in the last step, the cosine schedule never runs); set "
+                                "warmup < steps"], p.stderr[-3000:]

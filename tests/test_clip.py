@@ -1,4 +1,5 @@
-"""ShapeCLIP: the shipped frozen semantic encoder (reca_nb.encoders.clip) and its training code (reca_nb.build.fit_clip)."""
+"""ShapeCLIP: the shipped frozen semantic encoder (reca_nb.encoders.clip) and its training code
+(reca_nb.build.fit_clip)."""
 import os
 
 import numpy as np

@@ -3,8 +3,8 @@ position rule and its margin, include / exclude clauses, every task, and the sco
 import numpy as np
 import pytest
 
-from reca_nb.evaluation.geneval_rules import CLASSNAMES, COCO_NAMES, TASKS, Detection, box_of_mask, check_record, evaluate, \
-    keep, relative_position, task_scores
+from reca_nb.evaluation.geneval_rules import (CLASSNAMES, COCO_NAMES, TASKS, Detection, box_of_mask, check_record,
+                                              evaluate, keep, relative_position, task_scores)
 
 
 def det(x1, y1, x2, y2, score=0.95):

@@ -141,7 +141,7 @@ def test_real_loaders(batch):
         from reca_nb.encoders.autoencoder import load_ae
         from reca_nb.encoders.clip import load_clip
 
-        clip, ae = load_clip(), load_ae()
+        clip, _ = load_clip(), load_ae()  # both must exist
     except (ImportError, FileNotFoundError) as e:
         pytest.skip(f"shared CLIP / autoencoder not available yet: {e}")
     torch.manual_seed(0)

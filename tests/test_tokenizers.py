@@ -1,4 +1,5 @@
-"""PatchVQ (reca_nb.encoders.vq) and LatentAE (reca_nb.encoders.autoencoder): shapes, determinism, quality, errors, loading."""
+"""PatchVQ (reca_nb.encoders.vq) and LatentAE (reca_nb.encoders.autoencoder): shapes, determinism, quality,
+errors, loading."""
 import os
 import subprocess
 import sys
