@@ -18,8 +18,9 @@ def tiny(seed=0, **kw):
 
 
 def recipe(**kw):
-    """The CI preset of the miniature OpenUni (freeze understanding, lambda_i2t 0, bottleneck 28 px)."""
-    return replace(preset("openuni", "ci"), device="cpu", **kw)
+    """The CI preset of the miniature OpenUni (freeze understanding, lambda_i2t 0, bottleneck 28 px), for the
+    real model's tiny twin."""
+    return replace(preset("openuni", "ci"), arch="openuni-real", device="cpu", **kw)
 
 
 @pytest.fixture(scope="module")

@@ -36,11 +36,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from reca_nb.models.common import enable_activation_checkpointing, gen_device
+from reca_nb.models.real import tiny
 from reca_nb.models.real.common import pick_dtype
 from reca_nb.models.umm import UMM
 
 USER, ASSISTANT = "<|im_start|>user\n", "<|im_end|>\n<|im_start|>assistant\n"
 GENERATION, CFG_PROMPT = "Generate an image: {}", "Generate an image."
+CHAT = (USER, ASSISTANT, GENERATION, CFG_PROMPT)  # the prompt format; the tiny twin's tokenizer must know it
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # InternViT normalisation
 
 
@@ -77,7 +79,8 @@ class OpenUniReal(UMM):
         cfg = copy.deepcopy(config) if config is not None else OpenUniRealConfig()
         dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         dtype = pick_dtype(cfg.dtype, dev)
-        self.tok, self.vlm, self.dit, self.vae = parts or (tiny_openuni_parts if cfg.tiny else _hub_parts)(cfg, dtype)
+        self.tok, self.vlm, self.dit, self.vae = parts or (tiny.tiny_openuni_parts(cfg, dtype, CHAT) if cfg.tiny
+                                                          else _hub_parts(cfg, dtype))
         if parts is not None:
             self.vlm, self.vae = self.vlm.to(dtype), self.vae.to(dtype)
         self.vlm.requires_grad_(False).eval()
@@ -350,4 +353,7 @@ def _hub_parts(cfg: OpenUniRealConfig, dtype: torch.dtype):
     return tok, vlm, dit, vae
 
 
-from reca_nb.models.real.tiny import tiny_openuni_parts  # noqa: E402  (tiny twin; reads USER etc.)
+
+def tiny_tokenizer(cfg: OpenUniRealConfig):
+    """The offline tiny twin's tokenizer for this model's prompt format."""
+    return tiny.tiny_tokenizer(cfg, CHAT)

@@ -7,13 +7,7 @@ with stand-in tokenizers, so every code path runs without a download (tests, CI,
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
-
-if TYPE_CHECKING:  # annotations only: the model modules import this one
-    from reca_nb.models.real.janus_pro import JanusProConfig
-    from reca_nb.models.real.openuni import OpenUniRealConfig
 
 # special tokens of the Janus-Pro tokenizer (the tiny tokenizer uses the same strings)
 BOS, EOS, PAD = "<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>", "<｜▁pad▁｜>"
@@ -33,7 +27,7 @@ CHAT_TEMPLATE = (
 
 
 
-def tiny_hf_config(c: JanusProConfig, vocab_size: int, image_token_id: int):
+def tiny_hf_config(c, vocab_size: int, image_token_id: int):  # c: a JanusProConfig
     """A tiny `JanusConfig` (llama text model, SigLIP-style ViT, JanusVQVAE) with a consistent image grid:
     ViT patches = VQ codes = (tiny_image_size / tiny_patch)^2."""
     from transformers import JanusConfig
@@ -57,7 +51,7 @@ def tiny_hf_config(c: JanusProConfig, vocab_size: int, image_token_id: int):
         image_token_id=image_token_id)
 
 
-def tiny_processor(c: JanusProConfig):
+def tiny_processor(c):
     """A `JanusProcessor` with a byte-level BPE tokenizer (no merges: any text, one token per byte), Janus's
     special tokens and chat format, and a PIL image processor at tiny_image_size (mean = std = 0.5 as in
     Janus-Pro)."""
@@ -83,18 +77,18 @@ def tiny_processor(c: JanusProConfig):
                           num_image_tokens=(size // c.tiny_patch) ** 2)
 
 
-def tiny_tokenizer(cfg: OpenUniRealConfig):
-    """A word-level tokenizer over the shape-world vocabulary with InternVL's chat tokens: an offline stand-in
-    for the VLM's own tokenizer (its ids fit any vocabulary at least as large)."""
+def tiny_tokenizer(cfg, chat: tuple):
+    """A word-level tokenizer over the shape-world vocabulary, InternVL's chat tokens and the words of `chat`
+    (the model's prompt format, plus cfg.caption_prompt): an offline stand-in for the VLM's own tokenizer (its
+    ids fit any vocabulary at least as large). `cfg`: an OpenUniRealConfig."""
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    from reca_nb.models.real.openuni import ASSISTANT, CFG_PROMPT, GENERATION, USER
     from reca_nb.world import text
 
     specials = ["<pad>", "<unk>", "<|im_start|>", "<|im_end|>", "<img>", "</img>", "<IMG_CONTEXT>"]
     words = set(text.tokenizer().itos[len(text.SPECIALS):]) | set(
-        text.split_words(" ".join([USER, ASSISTANT, GENERATION, CFG_PROMPT, cfg.caption_prompt])))
+        text.split_words(" ".join([*chat, cfg.caption_prompt])))
     vocab = {w: i for i, w in enumerate(specials + sorted(words - set(specials)))}
     backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     backend.normalizer = normalizers.Lowercase()
@@ -103,14 +97,14 @@ def tiny_tokenizer(cfg: OpenUniRealConfig):
                                    eos_token="<|im_end|>", additional_special_tokens=specials[2:])
 
 
-def tiny_openuni_parts(cfg: OpenUniRealConfig, dtype: torch.dtype):
+def tiny_openuni_parts(cfg, dtype: torch.dtype, chat: tuple):
     """The same classes at a tiny random size, no download: a word-level tokenizer over the shape-world
     vocabulary with InternVL's chat tokens, InternVL (ViT 32 px / patch 4 -> 16 image tokens, Qwen2 LLM of
     width 64), a 2-stage DC-AE (factor 4, 4 channels) and a 2-layer SANA."""
     from diffusers import AutoencoderDC, SanaTransformer2DModel
     from transformers import InternVLConfig, InternVLForConditionalGeneration
 
-    tok = tiny_tokenizer(cfg)
+    tok = tiny_tokenizer(cfg, chat)
     vocab = tok.get_vocab()
     d = 64
     vlm = InternVLForConditionalGeneration(InternVLConfig(
