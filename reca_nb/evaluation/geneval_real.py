@@ -296,14 +296,10 @@ class GenEvalConfig:
 
 def load_generator(cfg: GenEvalConfig):
     """The model named by cfg, with its adapters (if any) merged in."""
-    if cfg.model == "janus-pro":
-        from reca_nb.models.real import janus_pro
+    from reca_nb.models import registry
 
-        model = janus_pro.load(cfg.model_id or None, tiny=cfg.tiny, device=cfg.device or None)
-    else:
-        from reca_nb.models.real import openuni as real_openuni
-
-        model = real_openuni.load(tiny=cfg.tiny, device=cfg.device or None)
+    kw = {"model_id": cfg.model_id} if cfg.model_id else {}  # a hub id or folder (the models that take one)
+    model = registry.load_real(cfg.model, tiny=cfg.tiny, device=cfg.device or None, **kw)
     if cfg.adapters:
         from reca_nb.adapters import load_adapters
 

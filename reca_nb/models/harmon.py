@@ -30,35 +30,18 @@ Sequences (`<...>` are special words of reca_nb.world.text, embedded by the LLM'
 With probability `cfg_drop` the T2I/RecA text is replaced by "generate an image ." (the und embeds stay, as in
 Harmon's reconstruction data), which trains the unconditional branch used by CFG.
 
-Miniature choices (each a well-kept library class where one fits):
-  * latents: the frozen shared `reca_nb.encoders.autoencoder.load_ae()` (diffusers AutoencoderKL, f=4): 32 px ->
-    (4, 8, 8), patchified 2x2 as MAR does for a KL-8 VAE -> 16 tokens of dim 16 (Harmon: KL-16, 16 channels,
-    patch 1). A shape-world object is centred in one 16 px cell, so it spans 2x2 tokens; with patch 1 it spans
-    ~3x3 tokens of dim 4 and the samples fell apart into fragments (data/README.md, "Harmon"). Not an
-    nn.Parameter of this module.
-  * LLM: a tiny `transformers.Qwen2ForCausalLM` (Harmon's family) from a config, fed `inputs_embeds`. Its LM
-    head is untied, and its word embeddings start at std 1 (`llm_embed_std`; Qwen2: 0.02), the scale of the
-    image tokens proj_in hands it (both reasons are measured in data/README.md). For generation it gets a
-    4D additive mask: causal over the text, and over the image tokens either
-    bidirectional (`image_attn="bidirectional"`, default) or causal (`"causal"`, what Harmon's flash-attention
-    LLM does; that is why Harmon moves the buffer tokens to the END of the image tokens, so they see all of
-    them, which we keep in both modes).
-  * MAR encoder / decoder: `torch.nn.TransformerEncoder` with pre-norm GELU layers -- the same block as the
-    timm ViT `Block` MAR uses (pre-LN, MHSA, 4x MLP), plus a final LayerNorm; bidirectional, no mask needed
-    since every row keeps the same number of visible tokens (one mask ratio per batch, as MAR). Learned
-    position embeddings, bilinearly resized for other latent grids (MAR's `get_encoder_pos_embed`), so
-    understanding inputs at any resolution that is a multiple of 4 x patch_size (8) work.
-  * diffusion head: MAR's `SimpleMLPAdaLN` (adaLN-modulated residual MLP blocks, zero-initialised modulation),
-    with diffusers `Timesteps` + `TimestepEmbedding` for the time embedding, `DDPMScheduler`
-    (squaredcos_cap_v2 = the cosine schedule, eps-prediction, no clipping) for `add_noise`, and a
-    `DDIMScheduler` built from the same config for sampling: eta = 1 is ancestral DDPM sampling on the
-    respaced steps (MAR's sampler), eta = 0 deterministic DDIM; temperature scales the per-step noise (MAR).
-    Respaced steps are "leading" (25 steps start at t = 960): starting at t = 999, where the cosine schedule
-    leaves alpha_bar ~ 2e-9, blows small eps errors up into latents of std ~1000 (see `_sample_tokens`).
-    Simplification: eps-MSE only (MAR also learns the variance with a VLB term). `prediction_type=
-    "v_prediction"` is an option (not Harmon's): it weights the high-noise steps, where the prompt matters
-    most.
-  * dropout 0 (MAR uses 0.1); no EMA.
+Miniature choices (each a well-kept library class where one fits; the reasons and measurements behind them are
+in data/README.md, "Harmon: the miniature's parts"):
+  * latents: the frozen shared `reca_nb.encoders.autoencoder.load_ae()` (diffusers AutoencoderKL, f=4), 32 px ->
+    (4, 8, 8), patchified 2x2 as MAR does for a KL-8 VAE -> 16 tokens of dim 16. Not a parameter of this module.
+  * LLM: a tiny `transformers.Qwen2ForCausalLM` fed `inputs_embeds`, untied LM head, word embeddings at the
+    scale of the image tokens; a 4D mask, causal over text, bidirectional (default) or causal over the image
+    tokens, buffer tokens at the END of the image tokens as Harmon.
+  * MAR encoder / decoder: `torch.nn.TransformerEncoder` pre-norm GELU layers (timm ViT `Block`), learned
+    position embeddings resized for other grids (MAR's `get_encoder_pos_embed`).
+  * diffusion head: MAR's `SimpleMLPAdaLN` (reca_nb.models.mar) with diffusers `Timesteps`/`TimestepEmbedding`,
+    `DDPMScheduler` (cosine, eps) for noising and `DDIMScheduler` ("leading" respacing) for sampling; eps-MSE
+    only (MAR also learns the variance); dropout 0, no EMA.
 
 How the base is made (`pretrain_stages`, run by `python -m reca_nb.build.pretrain --arch=harmon`): the real Harmon
 starts from a Qwen2.5 that already reads text and a pretrained MAR; the mini's LLM starts from nothing.
