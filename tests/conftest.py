@@ -7,9 +7,6 @@ model in tests/toy_umm.py. A file opts in to these fixtures with
 import pytest
 import torch
 
-from reca_nb.paths import REPO_ROOT
-from tests.toy_umm import TOY_ARCH
-
 
 @pytest.fixture
 def own_home_one_thread(tmp_path, monkeypatch):
@@ -26,5 +23,9 @@ def own_home_one_thread(tmp_path, monkeypatch):
 def toy_arch(monkeypatch):
     """Register ToyUMM as arch "toy" (registry, `python -m reca_nb.train --arch=toy`), also for subprocesses
     started from the repository root."""
+    # imported here, not at the top: pytest imports this file before ../conftest.py sets HF_HUB_OFFLINE
+    from reca_nb.paths import REPO_ROOT
+    from tests.toy_umm import TOY_ARCH
+
     monkeypatch.setenv("RECA_NB_EXTRA_ARCHS", TOY_ARCH)
     monkeypatch.syspath_prepend(str(REPO_ROOT))
