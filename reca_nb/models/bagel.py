@@ -255,11 +255,7 @@ class BagelMini(FrozenParts, UMM):
     # ------------------------------------------------------------------ understanding
     def understanding_embedding(self, images: torch.Tensor) -> torch.Tensor:
         """connector(frozen CLIP patch tokens): (B, 3, h, w) -> (B, (h/4)^2, d_model) ViT tokens."""
-        if images.ndim != 4 or images.shape[1] != 3:
-            raise ValueError(f"expected images (B, 3, h, w), got {tuple(images.shape)}")
-        with torch.no_grad():
-            feats = self.clip.image_tokens(images.to(self.device))  # (B, N, D) frozen semantic features
-        return self.connector(feats.to(self.device, torch.float32))  # (B, N, d)
+        return self.connector(self.clip_features(images))  # (B, N, d)
 
     def _vit_span(self, images: torch.Tensor) -> tuple:
         return self._image_span("<sou>", self.understanding_embedding(images), "<eou>")

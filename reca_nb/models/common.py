@@ -47,6 +47,15 @@ class FrozenParts:
     def ae(self):
         return self._on_device("ae")
 
+    def clip_features(self, images: torch.Tensor) -> torch.Tensor:
+        """The frozen CLIP's patch tokens of `images` (B, 3, h, w) -> (B, N, clip width), float32 on this
+        model's device, without gradient: what every CLIP-reading understanding side projects."""
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"expected images (B, 3, h, w), got {tuple(images.shape)}")
+        with torch.no_grad():
+            feats = self.clip.image_tokens(images.to(self.device))
+        return feats.to(self.device, torch.float32)
+
     def _on_device(self, name: str):
         """Move a shared frozen part to this model's device the first time it is used there."""
         obj, dev = self._load(name), self.device

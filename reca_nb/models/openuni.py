@@ -161,11 +161,7 @@ class OpenUniMini(FrozenParts, PrefixLMCaptioner, UMM):
     # ------------------------------------------------------------------ understanding (VLM)
     def understanding_embedding(self, images: torch.Tensor) -> torch.Tensor:
         """Projected CLIP patch tokens, the image embeds that enter the LLM: (B, 3, h, w) -> (B, N, d_llm)."""
-        if images.ndim != 4 or images.shape[1] != 3:
-            raise ValueError(f"expected images (B, 3, h, w), got {tuple(images.shape)}")
-        with torch.no_grad():
-            feats = self.clip.image_tokens(images.to(self.device))  # (B, N, D) frozen semantic features
-        return self.projector(feats.to(self.device, torch.float32))  # (B, N, d)
+        return self.projector(self.clip_features(images))  # (B, N, d)
 
     def _embed(self, ids: torch.Tensor, detach: bool = False) -> torch.Tensor:
         w = self.llm.get_input_embeddings().weight
