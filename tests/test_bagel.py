@@ -3,7 +3,7 @@ with rectified flow on autoencoder latents and BAGEL's stop-gradient freeze of t
 
 Most tests use tiny stand-ins for the shared frozen CLIP and autoencoder (fixed random patch features,
 average-pool "latents"), so they test this module's logic and run without the shipped checkpoints;
-`test_real_loaders` exercises `load_clip` / `load_ae` and is skipped when they are not available.
+the shipped CLIP and autoencoder are checked in tests/test_frozen_parts.py.
 """
 import pytest
 import torch
@@ -233,23 +233,3 @@ def test_shared_loop_reca_freezes_understanding():
     assert moved.isdisjoint(g["understanding"])
     assert set(g["generation"]) <= moved
     assert all(p.requires_grad for p in m.parameters())  # train() restores the flags
-
-
-@pytest.mark.slow
-def test_real_loaders(batch):
-    """With the shared frozen CLIP and autoencoder (skipped until they are available)."""
-    img, und, prompts, caps = batch
-    try:
-        from reca_nb.encoders.autoencoder import load_ae
-        from reca_nb.encoders.clip import load_clip
-
-        clip, _ = load_clip(), load_ae()  # both must exist
-    except (ImportError, FileNotFoundError) as e:
-        pytest.skip(f"shared CLIP / autoencoder not available yet: {e}")
-    torch.manual_seed(0)
-    m = BagelMini(BagelMiniConfig(**{k: v for k, v in TINY.items() if k != "clip_width"}))
-    assert m.config.clip_width == clip.width
-    assert not any(k.startswith(("clip", "ae")) for k in m.state_dict())
-    for loss in (m.generation_loss(img, prompts), m.i2t_loss(und, caps), m.reca_loss(und, TEMPLATE * 8, img)):
-        assert torch.isfinite(loss)
-    assert m.eval().sample(prompts[:2], steps=2).shape == (2, 3, 32, 32)

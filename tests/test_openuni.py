@@ -2,7 +2,7 @@
 
 Most tests use tiny stand-ins for the shared frozen CLIP and autoencoder (fixed random patch features,
 average-pool "latents"), so they test this module's logic and run without the shipped checkpoints;
-`test_real_loaders` exercises `load_clip` / `load_ae` and is skipped when they are not available.
+the shipped CLIP and autoencoder are checked in tests/test_frozen_parts.py.
 """
 import os
 
@@ -11,7 +11,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from reca_nb.models.openuni import OpenUniMini, OpenUniMiniConfig
 from reca_nb.world.shapes import ShapeWorld
 from tests.standins import TINY_OPENUNI as TINY, tiny_openuni as tiny
 
@@ -131,27 +130,6 @@ def test_gradients_reach_generation_not_vlm(batch, vlm_gen_grad):
     m.reca_loss(und, ["describe the image"] * 8, img).backward()
     assert all(p.grad is None for p in m.named_group("understanding"))
     assert m.queries.grad is not None and m.queries.grad.abs().sum() > 0
-
-
-@pytest.mark.slow
-def test_real_loaders(batch):
-    """With the shared frozen CLIP and autoencoder (skipped until they are available)."""
-    img, und, prompts, caps = batch
-    try:
-        from reca_nb.encoders.autoencoder import load_ae
-        from reca_nb.encoders.clip import load_clip
-
-        clip, _ = load_clip(), load_ae()  # both must exist
-    except (ImportError, FileNotFoundError) as e:
-        pytest.skip(f"shared CLIP / autoencoder not available yet: {e}")
-    torch.manual_seed(0)
-    m = OpenUniMini(OpenUniMiniConfig(**{k: v for k, v in TINY.items() if k != "clip_width"}))
-    assert m.config.clip_width == clip.width
-    assert not any(k.startswith(("clip", "ae")) for k in m.state_dict())
-    for loss in (m.generation_loss(img, prompts), m.i2t_loss(und, caps),
-                 m.reca_loss(und, ["describe the image"] * 8, img)):
-        assert torch.isfinite(loss)
-    assert m.eval().sample(prompts[:2], steps=2).shape == (2, 3, 32, 32)
 
 
 def test_softmax_self_attention_option(batch):
