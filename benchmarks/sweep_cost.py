@@ -11,8 +11,10 @@ prompts and scenes and scaled up. A job's projected cost = sum over its stages o
 the sweep's wall time = those job costs scheduled longest-first on `cores` one-thread workers
 (`--jobs=cores`).
 
-Recorded job files (results/runs/*.json) that ran on a CPU are shown next to the projection as a check of
-the method: their wall_s was measured on the same kind of machine by `make reproduce` itself.
+Recorded job files (`--runs`, default results/runs/*.json) that ran on a CPU are shown next to the projection
+as a check of the method: their wall_s was measured on the same kind of machine by `make reproduce` itself.
+When every job has one, they are also replayed in plan order on `cores` workers, as `make reproduce` hands
+them out: the wall time of the sweep measured job by job, even when it ran in several sittings.
 """
 import copy
 import heapq
@@ -23,7 +25,7 @@ import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
-DEFAULTS = {"archs": "all", "steps": 4, "cores": 2, "target_h": 2.0, "out": ""}
+DEFAULTS = {"archs": "all", "steps": 4, "cores": 2, "target_h": 2.0, "out": "", "runs": "results/runs"}
 EVAL_FRACTION = 6  # time the evaluation on 1/6 of the prompts and scenes
 
 
@@ -79,22 +81,32 @@ def worker(arch: str, cfg: dict) -> dict:
     return {"arch": arch, "per_step": per_step, "eval_s": eval_s}
 
 
-def recorded(arch: str) -> list:
-    """wall_s of the shipped job files of `arch` that ran on a CPU."""
-    from reca_nb.paths import REPO_ROOT
-
-    out = []
-    for p in sorted((REPO_ROOT / "results" / "runs").glob(f"{arch}-*.json")):
-        r = json.loads(p.read_text())
-        if str(r.get("device", "")).startswith("cpu") and "wall_s" in r:
-            out.append(r["wall_s"])
-    return out
+def _cpu_wall_s(path: Path):
+    r = json.loads(path.read_text()) if path.exists() else {}
+    return r["wall_s"] if str(r.get("device", "")).startswith("cpu") and "wall_s" in r else None
 
 
-def schedule(costs: list, cores: int) -> float:
-    """Wall time of `costs` run longest-first on `cores` workers (each takes the next job when it is free)."""
+def recorded(arch: str, runs_dir: Path) -> list:
+    """wall_s of the job files of `arch` in `runs_dir` that ran on a CPU."""
+    return [w for p in sorted(runs_dir.glob(f"{arch}-*.json")) if (w := _cpu_wall_s(p)) is not None]
+
+
+def replayed(names: list, cores: int, runs_dir: Path):
+    """The recorded CPU jobs' wall_s handed to `cores` workers in plan order, as `make reproduce --jobs=cores`
+    hands them out: the wall time of one uninterrupted sweep (process start-up and the report aside). None
+    unless every job of the plan has a CPU job file."""
+    from reca_nb import reproduce as rp
+
+    jobs, _ = rp.plan(rp.ReproduceConfig(archs=",".join(names), progress=False))
+    walls = [_cpu_wall_s(runs_dir / f"{j.job_id}.json") for j in jobs]
+    return None if None in walls else schedule(walls, cores, longest_first=False)
+
+
+def schedule(costs: list, cores: int, longest_first: bool = True) -> float:
+    """Wall time of `costs` on `cores` workers, each taking the next job when it is free (longest first, or
+    in the given order)."""
     free = [0.0] * cores
-    for c in sorted(costs, reverse=True):
+    for c in (sorted(costs, reverse=True) if longest_first else costs):
         heapq.heapreplace(free, free[0] + c)
     return max(free)
 
@@ -113,6 +125,9 @@ def main(argv):
 
     names = list(ARCHS) if cfg["archs"] == "all" else [check(a.strip()) for a in str(cfg["archs"]).split(",")]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    from reca_nb.paths import REPO_ROOT
+
+    runs_dir = REPO_ROOT / str(cfg["runs"])
     stages = plan_stages(names)
     print(f"sweep cost: {sum(len(v) for v in stages.values())} jobs; timing {cfg['steps']} steps per distinct "
           "stage recipe, one thread", flush=True)
@@ -125,7 +140,7 @@ def main(argv):
             continue
         job_costs = [sum(n * r["per_step"][k] for k, n in st) + r["eval_s"] for _, st in stages[arch]]
         costs += job_costs
-        rec = recorded(arch)
+        rec = recorded(arch, runs_dir)
         steps = sum(n for _, st in stages[arch] for _, n in st)
         per_step = f"{min(r['per_step'].values()):.2f}–{max(r['per_step'].values()):.2f}"
         rows.append([arch, len(job_costs), steps, per_step,
@@ -141,6 +156,11 @@ def main(argv):
     summary = (f"all: {sum(costs) / 3600:.2f} CPU-hours; projected `make reproduce REPRODUCE_ARGS=--jobs={cores}` "
                f"wall time on {cores} cores: **{wall / 3600:.2f} h** (target {target / 3600:g} h: ratio "
                f"{wall / target:.2f})")
+    replay = replayed(names, cores, runs_dir)
+    if replay is not None:
+        summary += (f"; the recorded job files replayed in plan order on {cores} workers (one uninterrupted "
+                    f"`make reproduce --jobs={cores}`, start-up aside): **{replay / 3600:.2f} h** (ratio "
+                    f"{replay / target:.2f})")
     intro = (f"## What the full claims table costs on a CPU\n\n`python benchmarks/sweep_cost.py` "
              f"({machine_line(1)}): each distinct stage recipe of `reproduce.plan` timed for "
              f"{cfg['steps']} steps after a first one, evaluation timed on 1/{EVAL_FRACTION} and scaled; "

@@ -18,6 +18,31 @@ def test_schedule_is_longest_first_on_free_workers():
     assert sweep_cost.schedule([1.5] * 4, cores=1) == 6
 
 
+def test_schedule_in_plan_order():
+    assert sweep_cost.schedule([2, 2, 3, 3, 2], cores=2, longest_first=False) == 7  # 2+3+2 | 2+3
+    assert sweep_cost.schedule([1, 1, 1, 5], cores=2, longest_first=False) == 6  # 1+5 | 1+1
+
+
+def test_replay_of_recorded_job_files(tmp_path):
+    """Every bagel job of the plan written with a wall_s: replayed in plan order, as `--jobs=2` runs them;
+    one job missing or run on a GPU: no replay."""
+    import json
+
+    from reca_nb import reproduce as rp
+
+    jobs, _ = rp.plan(rp.ReproduceConfig(archs="bagel"))
+    walls = [10.0 * (i % 4 + 1) for i in range(len(jobs))]
+    for job, w in zip(jobs, walls):
+        (tmp_path / f"{job.job_id}.json").write_text(json.dumps({"wall_s": w, "device": "cpu"}))
+    assert sweep_cost.replayed(["bagel"], 2, tmp_path) == sweep_cost.schedule(walls, 2, longest_first=False)
+    assert sorted(sweep_cost.recorded("bagel", tmp_path)) == sorted(walls)
+    gpu = tmp_path / f"{jobs[0].job_id}.json"
+    gpu.write_text(json.dumps({"wall_s": 1.0, "device": "cuda:0"}))
+    assert sweep_cost.replayed(["bagel"], 2, tmp_path) is None
+    gpu.unlink()
+    assert sweep_cost.replayed(["bagel"], 2, tmp_path) is None
+
+
 def test_plan_stages_follow_reproduce_plan():
     from reca_nb import reproduce as rp
 
