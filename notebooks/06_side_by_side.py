@@ -72,8 +72,7 @@ samples = []
 for arch in shipped:
     model = registry.load_base(arch).eval()
     samples.append(model.sample(PROMPTS, generator=torch.Generator().manual_seed(0)))
-plotting.image_grid(torch.cat(samples), nrow=len(PROMPTS), titles=[f"{a}: {p}" for a in shipped for p in PROMPTS],
-                    title="rows: " + " · ".join(shipped))
+plotting.image_grid(torch.cat(samples), nrow=len(PROMPTS), col_titles=PROMPTS, row_titles=shipped)
 
 # %%
 assert all(s.shape == (len(PROMPTS), 3, 32, 32) for s in samples)

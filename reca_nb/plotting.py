@@ -26,6 +26,7 @@ with the running IPython shell (JupyterLab, Notebook, VS Code, Colab), unless on
 from __future__ import annotations
 
 import math
+import textwrap
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -63,18 +64,25 @@ def new_figure(**kwargs) -> Figure:
     return Figure(**kwargs)
 
 
-def image_grid(images, nrow: int = 8, titles=None, title: str | None = None):
-    """Images (anything `as_image_batch` reads) in a grid with `nrow` images per row; one axis per image."""
+def image_grid(images, nrow: int = 8, titles=None, title: str | None = None, row_titles=None, col_titles=None):
+    """Images (anything `as_image_batch` reads) in a grid with `nrow` images per row; one axis per image.
+    `titles`: one small title per image; for a table of pictures, `col_titles` (one per column, wrapped, above
+    the top row) and `row_titles` (one per row, left of the first column) instead."""
     x = as_image_batch(images)  # (B, 3, H, W)
     B = len(x)
     if nrow < 1:
         raise ValueError(f"nrow must be >= 1, got {nrow}")
-    if titles is not None and len(titles) != B:
-        raise ValueError(f"got {len(titles)} titles for {B} images")
     ncol, nrows = min(nrow, B), math.ceil(B / nrow)
+    for name, given, want, unit in (("titles", titles, B, "images"), ("row_titles", row_titles, nrows, "rows"),
+                                    ("col_titles", col_titles, ncol, "columns")):
+        if given is not None and len(given) != want:
+            raise ValueError(f"got {len(given)} {name} for {want} {unit}")
+    col_titles = [textwrap.fill(str(c), 16) for c in col_titles] if col_titles is not None else None
+    head = 0.16 * max((c.count("\n") + 1 for c in col_titles), default=0) if col_titles else 0
     pad = 0.35 if titles is not None else 0.05
-    height = (CELL + pad) * nrows + (0.4 if title else 0)
-    fig = new_figure(figsize=(CELL * ncol, height), layout="constrained")
+    left = 0.5 if row_titles is not None else 0
+    height = (CELL + pad) * nrows + head + (0.4 if title else 0)
+    fig = new_figure(figsize=(CELL * ncol + left, height), layout="constrained")
     axes = fig.subplots(nrows, ncol, squeeze=False)
     for k, ax in enumerate(axes.flat):
         if k >= B:
@@ -84,6 +92,10 @@ def image_grid(images, nrow: int = 8, titles=None, title: str | None = None):
         ax.set_xticks([]), ax.set_yticks([])
         if titles is not None:
             ax.set_title(str(titles[k]), fontsize=6, wrap=True)
+        if col_titles is not None and k < ncol:
+            ax.set_title(col_titles[k], fontsize=7)
+        if row_titles is not None and k % ncol == 0:
+            ax.set_ylabel(str(row_titles[k // ncol]), fontsize=8)
     if title:
         fig.suptitle(title)
     return fig

@@ -41,6 +41,24 @@ def test_image_grid_one_axis_per_image():
         plotting.image_grid(torch.rand(2, 3, 8, 8), titles=["only one"])
 
 
+def test_image_grid_as_a_table_with_row_and_column_titles():
+    """Long prompts as column heads (wrapped, drawn once above the top row), model names as row labels, so
+    no title runs into its neighbour (notebook 06's grid of 6 bases x 6 prompts)."""
+    prompts = ["a red circle", "a green triangle left of a yellow circle", "two blue squares"]
+    fig = plotting.image_grid(torch.rand(6, 3, 8, 8), nrow=3, col_titles=prompts, row_titles=["vq", "clip"])
+    heads = [ax.get_title() for ax in fig.axes]
+    assert heads[:3] == ["a red circle", "a green triangle\nleft of a yellow\ncircle", "two blue squares"]
+    assert heads[3:] == ["", "", ""]
+    assert [ax.get_ylabel() for ax in fig.axes] == ["vq", "", "", "clip", "", ""]
+    fig.canvas.draw()  # the wrapped heads fit their column: no two title boxes overlap
+    boxes = [ax.title.get_window_extent() for ax in fig.axes[:3]]
+    assert all(a.x1 <= b.x0 for a, b in zip(boxes, boxes[1:]))
+    with pytest.raises(ValueError, match="got 1 row_titles for 2 rows"):
+        plotting.image_grid(torch.rand(6, 3, 8, 8), nrow=3, row_titles=["vq"])
+    with pytest.raises(ValueError, match="got 2 col_titles for 3 columns"):
+        plotting.image_grid(torch.rand(6, 3, 8, 8), nrow=3, col_titles=prompts[:2])
+
+
 def test_plot_geneval_grouped_bars():
     res = {"base": {"overall": 0.5, **{c: 0.5 for c in CATEGORIES}},
            "reca": {"t2i": {"overall": 0.7, **{c: 0.7 for c in CATEGORIES}}}}
