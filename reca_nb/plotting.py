@@ -64,6 +64,10 @@ def new_figure(**kwargs) -> Figure:
     return Figure(**kwargs)
 
 
+def _max_lines(texts) -> int:
+    return max((s.count("\n") + 1 for s in texts), default=0) if texts else 0
+
+
 def image_grid(images, nrow: int = 8, titles=None, title: str | None = None, row_titles=None, col_titles=None):
     """Images (anything `as_image_batch` reads) in a grid with `nrow` images per row; one axis per image.
     `titles`: one small title per image; for a table of pictures, `col_titles` (one per column, wrapped, above
@@ -77,9 +81,12 @@ def image_grid(images, nrow: int = 8, titles=None, title: str | None = None, row
                                     ("col_titles", col_titles, ncol, "columns")):
         if given is not None and len(given) != want:
             raise ValueError(f"got {len(given)} {name} for {want} {unit}")
+    # wrapped to the column's width by hand: matplotlib's wrap=True wraps at the figure's edge, so long
+    # titles ran into their neighbours
+    titles = [textwrap.fill(str(c), 22) for c in titles] if titles is not None else None
     col_titles = [textwrap.fill(str(c), 16) for c in col_titles] if col_titles is not None else None
-    head = 0.16 * max((c.count("\n") + 1 for c in col_titles), default=0) if col_titles else 0
-    pad = 0.35 if titles is not None else 0.05
+    head = 0.16 * _max_lines(col_titles)
+    pad = 0.05 + 0.12 * _max_lines(titles)
     left = 0.5 if row_titles is not None else 0
     height = (CELL + pad) * nrows + head + (0.4 if title else 0)
     fig = new_figure(figsize=(CELL * ncol + left, height), layout="constrained")
@@ -91,7 +98,7 @@ def image_grid(images, nrow: int = 8, titles=None, title: str | None = None, row
         ax.imshow(x[k].permute(1, 2, 0).cpu().numpy(), interpolation="nearest")
         ax.set_xticks([]), ax.set_yticks([])
         if titles is not None:
-            ax.set_title(str(titles[k]), fontsize=6, wrap=True)
+            ax.set_title(titles[k], fontsize=6)
         if col_titles is not None and k < ncol:
             ax.set_title(col_titles[k], fontsize=7)
         if row_titles is not None and k % ncol == 0:

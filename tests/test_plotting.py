@@ -53,6 +53,10 @@ def test_image_grid_as_a_table_with_row_and_column_titles():
     fig.canvas.draw()  # the wrapped heads fit their column: no two title boxes overlap
     boxes = [ax.title.get_window_extent() for ax in fig.axes[:3]]
     assert all(a.x1 <= b.x0 for a, b in zip(boxes, boxes[1:]))
+    fig = plotting.image_grid(torch.rand(3, 3, 8, 8), nrow=3, titles=prompts)  # one title per image: wrapped too
+    fig.canvas.draw()
+    boxes = [ax.title.get_window_extent() for ax in fig.axes]
+    assert all(a.x1 <= b.x0 for a, b in zip(boxes, boxes[1:]))
     with pytest.raises(ValueError, match="got 1 row_titles for 2 rows"):
         plotting.image_grid(torch.rand(6, 3, 8, 8), nrow=3, row_titles=["vq"])
     with pytest.raises(ValueError, match="got 2 col_titles for 3 columns"):
