@@ -26,7 +26,7 @@
 # **Where the T2I benefit reproduces, and where it does not** (multi-seed verdicts, `results/claims.md`, claim 2):
 # the collapse itself reproduces (Show-o VQ's RecA loss falls to 0.10 of its start with the copy shortcut,
 # 0.60 at 16 px); on **BAGEL** the 16-px
-# bottleneck beats the 32-px input on T2I (0.39 vs 0.31, 3 seeds, section 4); on **Show-o VQ** full resolution
+# bottleneck beats the 32-px input on T2I (0.38 vs 0.31, 3 seeds, section 4); on **Show-o VQ** full resolution
 # is below the no-RecA control and blur beats 16 px, but 16 px does **not** beat full resolution — every RecA
 # arm of that model loses T2I (section 3).
 #

@@ -125,7 +125,7 @@ for arch in ARCHS:
 # %% [markdown]
 # Measured here (60 steps at lr 2e-3, 60 scenes): BAGEL I2T exact 1.00 frozen vs **0.00** unfrozen; OpenUni
 # 0.98 frozen (= its base) vs **0.00** unfrozen. At the preset's lr 5e-4 and 200 steps over 3 seeds BAGEL's
-# unfrozen arm keeps 0.54 (claim 4 in `results/claims.md`).
+# unfrozen arm keeps 0.55, OpenUni's 0.05 (claim 4 in `results/claims.md`: reproduced on both).
 
 # %%
 ARMS = {"base": "base", "frozen": "understanding", "unfrozen": "none"}  # label -> results key

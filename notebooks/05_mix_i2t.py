@@ -115,7 +115,7 @@ plotting.plot_bars({a: {"base": scores[(a, "base")], "RecA only": scores[(a, Fal
 # without I2T vs 0.83 with it; Show-o CLIP 0.93 → 0.05 without vs 0.50 with; Janus 1.00 → 0.00 without vs 0.97
 # with; Harmon 0.95 → 0.02 without vs 0.83 with. Mixing keeps far more understanding on all four — but on
 # Show-o CLIP not all of it: at this aggressive learning rate the mixed arm still loses 0.4. (At the preset's
-# lr 5e-4 and 400 steps, 3 seeds: Show-o CLIP 0.70 with the mix vs 0.22 without, Show-o VQ 0.87 vs 0.31 —
+# lr 5e-4 and 400 steps, 3 seeds: Show-o CLIP 0.69 with the mix vs 0.27 without, Show-o VQ 0.88 vs 0.32 —
 # claim 3 in [`results/claims.md`](../results/claims.md), reproduced on all four.) The cell below checks the
 # claim we make: the mix retains at least 0.3 more exact captions than RecA alone, on every shared model.
 
