@@ -80,9 +80,9 @@ assert all(s.shape == (len(PROMPTS), 3, 32, 32) for s in samples)
 # %% [markdown]
 # ## 2 · The claims table
 #
-# **Provenance.** 123 job files in `results/runs/`, all from one `make reproduce REPRODUCE_ARGS=--jobs=2` on a
-# 2-core CPU (one torch thread per job): 2.81 h wall time, 5.5 CPU-hours of job time; each job file records its
-# device and `wall_s`.
+# **Provenance.** 123 job files in `results/runs/`, finished 2026-12-06 20:13 to 2026-12-06 23:02 UTC: 123 on cpu
+# (1 torch thread each); job time 5.5 CPU-hours. They are one `make reproduce REPRODUCE_ARGS=--jobs=2` on a
+# 2-core CPU: 2.81 h wall time by its closing line; each job file records its device and `wall_s`.
 #
 # Read from `results/claims.csv` by `report.load_claims()`. Each row compares two arms trained from the same
 # base for the same number of steps over 3 seeds; the verdict is *reproduced* only when the difference has the

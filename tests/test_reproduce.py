@@ -300,3 +300,16 @@ def test_ci_sweep_writes_the_table_and_reruns_skip_finished_jobs(tmp_path):
     assert f"{len(jobs) - 1} finished, 1 to run" in stdout
     assert lost.exists()
     assert {p.name: p.stat().st_mtime_ns for p in (out / "runs").glob("*.json") if p.name in kept} == kept
+
+
+def test_provenance_is_counted_from_the_job_files(tmp_path):
+    res = {"a-s0": {"device": "cuda", "threads": 1, "wall_s": 1800.0, "finished": "2026-12-01T10:00:00+00:00"},
+           "b-s0": {"device": "cpu", "threads": 2, "wall_s": 900.0, "finished": "2026-12-02T11:30:00+00:00"},
+           "b-s1": {"device": "cpu", "threads": 1, "wall_s": 1800.0, "finished": "2026-12-02T09:00:00+00:00"}}
+    text = rp.provenance(res, tmp_path / "runs")
+    assert text.startswith(f"**Provenance.** 3 job files in `{tmp_path / 'runs'}/`, finished 2026-12-01 10:00 to "
+                           "2026-12-02 11:30 UTC: ")
+    # CPU-hours count threads; a GPU job's hours are its wall time
+    assert text.endswith("2 on cpu (1/2 torch threads each), 1 on cuda (1 torch thread each); "
+                         "job time 1.0 CPU-hours, 0.5 cuda job-hours.")
+    assert rp.provenance({}, tmp_path / "runs").endswith("No job files in " f"`{tmp_path / 'runs'}/` yet.")

@@ -19,13 +19,13 @@ from reca_nb.reproduce.plan import (CI_ARCHS, CI_RECIPE, EVAL_SEED, Job, Reprodu
                                     canonical_arm, finished, fingerprint, plan, reca_recipe,
                                     scorer_fingerprint)
 from reca_nb.reproduce.report import (CSV_COLUMNS, ClaimRow, Run, claim_rows, load_claims, load_results,
-                                      make_figures, seed_values, shipped_runs, write_csv, write_markdown,
-                                      write_report)
+                                      make_figures, provenance, seed_values, shipped_runs, write_csv,
+                                      write_markdown, write_report)
 from reca_nb.reproduce.run import main, reca_losses, run_all, run_job, warm_pools
 
 __all__ = ["ALL_ARCHS", "ARMS", "CLAIMS", "PAPER_CATEGORY", "VERDICTS", "Claim", "Comparison", "verdict",
            "verdict_all_true", "CI_ARCHS", "CI_RECIPE", "EVAL_SEED", "Job", "ReproduceConfig", "arm_stages",
            "canonical_arm", "finished", "fingerprint", "plan", "reca_recipe", "scorer_fingerprint",
            "CSV_COLUMNS", "ClaimRow", "Run", "claim_rows", "load_claims", "load_results", "make_figures",
-           "seed_values", "shipped_runs", "write_csv", "write_markdown", "write_report", "main",
+           "provenance", "seed_values", "shipped_runs", "write_csv", "write_markdown", "write_report", "main",
            "reca_losses", "run_all", "run_job", "warm_pools"]

@@ -125,6 +125,30 @@ HEAD = ("| # | arch | metric | arms (paper's direction) | paper | A: mean ± std
         "A − B ± SE | verdict | command |\n|---|---|---|---|---|---|---|---|---|---|")
 
 
+def provenance(results: dict, runs_dir: Path) -> str:
+    """Where the table's numbers were computed, from the job files alone (a sweep may span several sittings,
+    so no one invocation's wall time describes it). README and notebook 06 quote this paragraph."""
+    runs_dir = Path(runs_dir)
+    shown = runs_dir.relative_to(REPO_ROOT) if runs_dir.is_relative_to(REPO_ROOT) else runs_dir
+    if not results:
+        return f"**Provenance.** No job files in `{shown}/` yet."
+    by_device = {}
+    for r in results.values():
+        by_device.setdefault(r["device"], []).append(r)
+    parts, hours = [], []
+    for device, rs in sorted(by_device.items(), key=lambda kv: -len(kv[1])):
+        threads = sorted({r.get("threads", 1) for r in rs})
+        plural = "s" if threads != [1] else ""
+        parts.append(f"{len(rs)} on {device} ({'/'.join(map(str, threads))} torch thread{plural} each)")
+        unit = "CPU-hours" if device == "cpu" else f"{device} job-hours"
+        scale = (lambda r: r["wall_s"] * r.get("threads", 1)) if device == "cpu" else (lambda r: r["wall_s"])
+        hours.append(f"{sum(map(scale, rs)) / 3600:.1f} {unit}")
+    days = sorted(r["finished"][:16].replace("T", " ") for r in results.values() if r.get("finished"))
+    when = f", finished {days[0]} to {days[-1]} UTC" if days else ""
+    return (f"**Provenance.** {len(results)} job files in `{shown}/`{when}: {', '.join(parts)}; "
+            f"job time {', '.join(hours)}.")
+
+
 def write_markdown(rows, results, cfg: ReproduceConfig, skipped, failures, wall: float, path: Path,
                    figures: list):
     main_rows = [r for r in rows if not r["secondary"]]
@@ -141,6 +165,7 @@ def write_markdown(rows, results, cfg: ReproduceConfig, skipped, failures, wall:
         f"{sum(job_s):.0f} s in all).",
         "",
     ]
+    lines += [provenance(results, Path(path).parent / "runs"), ""]
     if cfg.ci:
         lines += ["> **CI preset**: 1 seed, a few training steps, a tiny eval. It checks that the table is "
                   "produced and the verdict logic runs; it says nothing about the paper's claims.", ""]
