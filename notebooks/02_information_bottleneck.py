@@ -60,7 +60,7 @@ torch.manual_seed(0)
 
 # %% tags=["parameters"]
 ARCH = "showo-vq"  # Show-o with the SAME VQ tokenizer for understanding input and generation target
-STEPS = 120  # per live run (the shipped explorer grid used 400 on a GPU)
+STEPS = 120  # per live run (the shipped explorer grid used 400)
 LR = 2e-3  # 4x the preset's 5e-4, so that the copy shortcut shows within a CPU-friendly run
 BATCH = 16
 
@@ -129,9 +129,9 @@ assert bottleneck_loss > 2.0 * copy_loss  # the copy run reconstructs far "bette
 # %% [markdown]
 # ## 3 · The whole grid: bottleneck × blur × prompts × I2T mixing
 #
-# 24 RecA runs of 400 steps from the same base, precomputed on a GPU with `python -m reca_nb.explorer
-# --jobs=12 --device=cuda` and shipped in `data/explorer/`. Each has its training curves, GenEval-mini and I2T
-# scores, reconstructions and T2I samples. `explorer.show(...)` draws one run against the copy run (dotted).
+# 24 RecA runs of 400 steps from the same base, precomputed with `python -m reca_nb.explorer --jobs=2` (33 min
+# on 2 CPU cores; minutes on a GPU) and shipped in `data/explorer/`. Each has its training curves,
+# GenEval-mini and I2T scores, reconstructions and T2I samples. `explorer.show(...)` draws one run against the copy run (dotted).
 
 # %%
 runs = explorer.Runs()

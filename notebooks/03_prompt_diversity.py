@@ -180,17 +180,19 @@ print("one template ends with the lower RecA loss in", sum(x > 0 for x in diff["
 
 # %% [markdown]
 # What the grid shows, honestly:
-# - **With a bottleneck, no visible effect.** At und 16 / 8 one template and ≥360 give the same kind of
-#   reconstruction: the pixel errors differ by less than 0.002 (on errors of 0.01–0.04) and the T2I scores by
-#   +0.00 on average. Both paired verdicts are *inconclusive*. This is the Show-o *VQ* mini; the paper's
-#   "significantly improves reconstruction" is about Show-o, and our Show-o CLIP (section 2) is where
-#   diversity pays off in T2I.
+# - **With a bottleneck, a small effect on reconstruction, none on T2I.** At und 16 / 8 one template and ≥360
+#   give the same kind of reconstruction: the pixel errors differ by at most 0.003 (on errors of 0.01–0.04).
+#   Diverse is closer on all four und-8 pairs and mixed at und 16, so the paired verdict over the 8 pairs is
+#   *reproduced* (−0.0010 ± 0.0004) — but one seed per run: this grid's previous recording (a GPU run scored
+#   the same way) found it *inconclusive* (+0.0004 ± 0.0003). Read it as a hint. The T2I scores differ by
+#   +0.01 on average, *inconclusive*. This is the Show-o *VQ* mini; the paper's "significantly improves
+#   reconstruction" is about Show-o, and our Show-o CLIP (section 2) is where diversity pays off in T2I.
 # - **Without one (und 32), the single template copies a little better and generates worse.** Its
 #   reconstructions are closer to the input (the paper's direction is *not reproduced* there), and its T2I is
-#   lower on all 4 pairs (+0.05 to +0.20 for diverse, *reproduced*) — but both arms are far below the base
-#   (0.38): diverse templates soften copy collapse, they do not prevent it; that is practice 1's job.
+#   lower on all 4 pairs (+0.05 to +0.13 for diverse, *reproduced*) — but both arms are far below the base
+#   (0.35): diverse templates soften copy collapse, they do not prevent it; that is practice 1's job.
 # - **The single template fits the RecA objective a little better, every time**: a lower final RecA loss on
-#   all 12 pairs (by 0.002–0.038, most at und 32). That is each run's training loss on its *own* templates —
+#   all 12 pairs (by 0.002–0.042, most at und 32). That is each run's training loss on its *own* templates —
 #   one constant text leaves the generator nothing else to adapt to — not a held-out score. The
 #   reconstructions are sampled with "Describe the image.", the single run's own template: a home advantage.
 #
@@ -201,8 +203,8 @@ print("one template ends with the lower RecA loss in", sum(x > 0 for x in diff["
 bn, u32 = SUBSETS.values()
 base_t2i = runs.meta["base"]["t2i"]["overall"]
 assert len(points) == 12  # a paired comparison over every other knob of the grid
-assert checks[("recon pixel MSE", "bottlenecked (8 pairs)")]["verdict"] == "inconclusive"
-assert max(abs(x) for x, p in zip(diff["recon pixel MSE"], points) if bn(p)) < 0.002
+assert checks[("recon pixel MSE", "bottlenecked (8 pairs)")]["verdict"] == "reproduced"  # one seed: a hint
+assert max(abs(x) for x, p in zip(diff["recon pixel MSE"], points) if bn(p)) < 0.004
 assert checks[("GenEval-mini T2I", "bottlenecked (8 pairs)")]["verdict"] == "inconclusive"
 assert abs(checks[("GenEval-mini T2I", "bottlenecked (8 pairs)")]["diff"]) < 0.02
 assert checks[("recon pixel MSE", "und 32 (4 pairs)")]["verdict"] == "not reproduced"  # single copies closer
@@ -210,7 +212,7 @@ assert checks[("GenEval-mini T2I", "und 32 (4 pairs)")]["verdict"] == "reproduce
 assert all(x >= 0.05 for x, p in zip(diff["GenEval-mini T2I"], points) if u32(p))
 assert all(runs[{**p, "prompts": pr}]["t2i"]["overall"] < base_t2i - 0.1
            for p in points if u32(p) for pr in ("diverse", "single"))  # ... but both arms collapse
-assert all(0.001 < x < 0.04 for x in diff["final RecA loss"])  # one template: lower training loss, every pair
+assert all(0.001 < x < 0.045 for x in diff["final RecA loss"])  # one template: lower training loss, every pair
 
 # %% [markdown]
 # ## Summary
@@ -218,9 +220,9 @@ assert all(0.001 < x < 0.04 for x in diff["final RecA loss"])  # one template: l
 # - Over 3 seeds, diverse templates matter a lot for Show-o CLIP (0.47 vs 0.20 GenEval-mini), are within noise
 #   for Show-o VQ and Harmon, and lose to one template on Janus (0.23 vs 0.30): helpful for some models, as the
 #   paper reads it, but not safe everywhere in miniature.
-# - Seen run by run on Show-o VQ (12 matched explorer pairs), the reconstructions of the two arms look alike
-#   and score alike wherever a bottleneck is on; only in the copy-prone und-32 runs do the arms part: one
-#   template copies a little closer and generates worse.
+# - Seen run by run on Show-o VQ (12 matched explorer pairs, one seed each), the reconstructions of the two
+#   arms look alike and score alike wherever a bottleneck is on (diverse a little closer at 8 px); only in the
+#   copy-prone und-32 runs do the arms part: one template copies a little closer and generates worse.
 #
 # ## Exercises
 # Times are for one CPU thread, estimated from notebook 01's training cell (Show-o CLIP, RecA + I2T: 150 steps
@@ -234,8 +236,8 @@ assert all(0.001 < x < 0.04 for x in diff["final RecA loss"])  # one template: l
 #    subset only. Train Show-o CLIP with K = 20 and score it:
 #    `model = registry.load_base("showo-clip"); recipe = preset("showo-clip")`,
 #    `train(model, recipe, data=template_subset_data(20, recipe))`, then
-#    `geneval.evaluate_t2i(model, 30)["overall"]`. Where does K = 20 land between 1 template (0.16) and all
-#    404 (0.44)? The 3 seeds of section 2 spread by ±0.03: run 3 seeds (`replace(recipe, seed=s)`) before
+#    `geneval.evaluate_t2i(model, 30)["overall"]`. Where does K = 20 land between 1 template (0.20) and all
+#    404 (0.47)? The 3 seeds of section 2 spread by ±0.06: run 3 seeds (`replace(recipe, seed=s)`) before
 #    you conclude.
 # 3. **Knob: seeds.** Use `verdict(...)` above with `k=1` instead of 2: which verdicts change, and why is that a
 #    bad idea?

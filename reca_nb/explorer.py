@@ -10,8 +10,10 @@ For every run we keep the training curves (RecA loss, I2T loss, token agreement,
 T2I and I2T scores after training, reconstructions of 8 held-out images and 8 T2I samples. They live in
 data/explorer/ (a JSON of curves and scores + a safetensors of uint8 images), made by
 
-    python -m reca_nb.explorer                          # every grid point, one after another (slow on a CPU)
-    python -m reca_nb.explorer --jobs=12 --device=cuda  # how the shipped file was made (GPU, minutes)
+    python -m reca_nb.explorer --jobs=2                 # how the shipped file was made (2 CPU cores, ≈ 40 min)
+    python -m reca_nb.explorer --jobs=12 --device=cuda  # on a GPU: minutes
+
+An interrupted run resumes: finished grid points are kept in data/explorer/.partial-showo-vq/ until the end.
 
 `show(...)` draws one grid point (the non-interactive path, used under nbmake); `explore()` wraps it in
 ipywidgets sliders.
@@ -35,7 +37,7 @@ from reca_nb.plotting import new_figure
 
 ARCH = "showo-vq"
 GRID = {"und_res": (32, 16, 8), "blur": (0.0, 1.0), "prompts": ("diverse", "single"), "i2t_ratio": (0.0, 1.0)}
-DEFAULTS = {"steps": 200, "batch": 32, "n_eval": 10, "seed": 0}
+DEFAULTS = {"steps": 400, "batch": 32, "n_eval": 10, "seed": 0}  # 400: the claims table's RecA steps
 EXPLORER_DIR = DATA_DIR / "explorer"
 N_SHOW = 8  # images kept per run and kind
 
@@ -70,6 +72,7 @@ def run_point(point: dict, steps: int, batch: int, n_eval: int, seed: int, devic
                      warmup=max(1, steps // 10), seed=seed, log_every=5, save_every=0, device=device)
     t0 = time.time()
     history = train(model, recipe, progress=False)
+    trained_on = next(model.parameters()).device.type
     model.to("cpu").eval()
     t2i, t2i_imgs, _ = geneval.evaluate_t2i(model, n_eval, return_images=True, progress=False)
     i2t = geneval.evaluate_i2t(model, n=6 * n_eval, und_size=point["und_res"], progress=False)
@@ -78,7 +81,7 @@ def run_point(point: dict, steps: int, batch: int, n_eval: int, seed: int, devic
                               [prompts.SINGLE_PROMPT] * N_SHOW, generator=torch.Generator().manual_seed(0))
     pick = list(range(0, len(t2i_imgs), max(1, len(t2i_imgs) // N_SHOW)))[:N_SHOW]
     keep = ("step", "loss_reca", "loss_i2t", "collapse_ratio", "token_agreement")
-    record = {"point": point, "id": run_id(**point), "seconds": round(time.time() - t0, 1),
+    record = {"point": point, "id": run_id(**point), "seconds": round(time.time() - t0, 1), "device": trained_on,
               "curves": [{k: r[k] for k in keep if k in r} for r in history if "eval" not in r],
               "t2i": {k: v for k, v in t2i.items() if k != "counts"}, "i2t": i2t}
     to8 = lambda x: (x.clamp(0, 1) * 255).round().to(torch.uint8).contiguous()  # noqa: E731
@@ -91,40 +94,74 @@ def _worker(args):
 
 def precompute(dest=EXPLORER_DIR, jobs: int = 1, device: str = "auto", threads: int = 1, points=None,
                **settings) -> Path:
-    """Run every grid point (or `points`) and write dest/{ARCH}.json + dest/{ARCH}.safetensors."""
-    from safetensors.torch import save_file
+    """Run every grid point (or `points`) and write dest/{ARCH}.json + dest/{ARCH}.safetensors.
+
+    Each finished run is kept at once in dest/.partial-{ARCH}/, so an interrupted precompute resumes where it
+    stopped (runs made with other settings or another GenEval-mini detector are run again)."""
+    from safetensors.torch import load_file, save_file
     from tqdm.auto import tqdm
 
-    from reca_nb.models import registry
     from reca_nb.evaluation import geneval
+    from reca_nb.models import registry
+    from reca_nb.paths import atomic_write
+    from reca_nb.recipe import preset
+    from reca_nb.reproduce.plan import scorer_fingerprint
+    from reca_nb.world import data
 
     cfg = {**DEFAULTS, **settings}
     points = points or grid_points()
+    dest = Path(dest)
+    partial = dest / f".partial-{ARCH}"
+    partial.mkdir(parents=True, exist_ok=True)
+    stamp = {"settings": cfg, "scorer": scorer_fingerprint()}
+
+    def saved(point):
+        path = partial / f"{run_id(**point)}.json"
+        if not path.exists():
+            return None
+        record = json.loads(path.read_text())
+        if record.pop("stamp", None) != stamp:
+            return None
+        return record, load_file(str(path.with_suffix(".safetensors")))
+
+    def keep(record, imgs):
+        rid = record["id"]
+        atomic_write(partial / f"{rid}.safetensors", lambda t: save_file(imgs, str(t)))  # a json marks it done
+        atomic_write(partial / f"{rid}.json", json.dumps({**record, "stamp": stamp}))
+
+    results = {run_id(**p): r for p in points if (r := saved(p)) is not None}
+    todo = [p for p in points if run_id(**p) not in results]
     base = registry.load_base(ARCH).eval()
     base_scores = {"t2i": {k: v for k, v in geneval.evaluate_t2i(base, cfg["n_eval"], progress=False).items()
                            if k != "counts"},
                    "i2t": geneval.evaluate_i2t(base, n=6 * cfg["n_eval"], progress=False)}
-    from reca_nb.world import data
-    from reca_nb.recipe import preset
-
     # build the disk cache once, before the workers start
     data.image_pool(preset(ARCH).n_images, 0, base.image_size)
-    args = [(p, cfg["steps"], cfg["batch"], cfg["n_eval"], cfg["seed"], device, threads) for p in points]
-    results = []
-    if jobs > 1:
+    args = [(p, cfg["steps"], cfg["batch"], cfg["n_eval"], cfg["seed"], device, threads) for p in todo]
+    bar = tqdm(total=len(points), initial=len(results), desc="explorer runs")
+    if jobs > 1 and args:
         with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool:
-            results = list(tqdm(pool.map(_worker, args), total=len(args), desc="explorer runs"))
+            for record, imgs in pool.map(_worker, args):
+                keep(record, imgs)
+                results[record["id"]] = (record, imgs)
+                bar.update()
     else:
-        results = [run_point(*a) for a in tqdm(args, desc="explorer runs")]
-    dest = Path(dest)
-    dest.mkdir(parents=True, exist_ok=True)
+        for a in args:
+            record, imgs = run_point(*a)
+            keep(record, imgs)
+            results[record["id"]] = (record, imgs)
+            bar.update()
+    bar.close()
+    ordered = [results[run_id(**p)] for p in points]
     meta = {"arch": ARCH, "settings": cfg, "grid": {k: list(v) for k, v in GRID.items()}, "base": base_scores,
-            "device": device, "torch": torch.__version__, "runs": {r["id"]: r for r, _ in results}}
-    tensors = {f"{r['id']}/{k}": v for r, imgs in results for k, v in imgs.items()}
-    tmp = dest / f"{ARCH}.safetensors.tmp"
-    save_file(tensors, str(tmp))
-    tmp.replace(dest / f"{ARCH}.safetensors")
-    (dest / f"{ARCH}.json").write_text(json.dumps(meta, indent=0) + "\n")
+            "device": ", ".join(sorted({r.get("device", device) for r, _ in ordered})), "torch": torch.__version__,
+            "scorer": stamp["scorer"], "runs": {r["id"]: r for r, _ in ordered}}
+    tensors = {f"{r['id']}/{k}": v for r, imgs in ordered for k, v in imgs.items()}
+    atomic_write(dest / f"{ARCH}.safetensors", lambda t: save_file(tensors, str(t)))
+    atomic_write(dest / f"{ARCH}.json", json.dumps(meta, indent=0) + "\n")
+    for f in partial.iterdir():
+        f.unlink()
+    partial.rmdir()
     return dest / f"{ARCH}.json"
 
 

@@ -74,3 +74,36 @@ def test_cli_rejects_unknown_keys_and_lists_them_in_help(capsys):
 def test_missing_grid_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="python -m reca_nb.explorer"):
         explorer.Runs(tmp_path)
+
+
+def test_an_interrupted_precompute_resumes_and_redoes_only_what_is_missing(tmp_path, monkeypatch):
+    from reca_nb.reproduce.plan import scorer_fingerprint
+
+    pts = [dict(und_res=16, blur=0.0, prompts="single", i2t_ratio=0.0),
+           dict(und_res=8, blur=0.0, prompts="single", i2t_ratio=0.0)]
+    real, calls = explorer.run_point, []
+
+    def interrupted(point, *args):
+        calls.append(point["und_res"])
+        if point["und_res"] == 8:
+            raise KeyboardInterrupt
+        return real(point, *args)
+
+    monkeypatch.setattr(explorer, "run_point", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        explorer.precompute(tmp_path, points=pts, steps=2, batch=2, n_eval=1)
+    assert not (tmp_path / "showo-vq.json").exists()  # nothing half-written where Runs() looks
+    assert [f.name for f in sorted((tmp_path / ".partial-showo-vq").glob("*.json"))] == \
+        ["und16-blur0-single-i2t0.json"]
+
+    calls.clear()
+    monkeypatch.setattr(explorer, "run_point", lambda point, *a: (calls.append(point["und_res"]), real(point, *a))[1])
+    explorer.precompute(tmp_path, points=pts, steps=2, batch=2, n_eval=1)
+    assert calls == [8]  # the finished run was kept
+    runs = explorer.Runs(tmp_path)
+    assert len(runs) == 2 and runs.meta["scorer"] == scorer_fingerprint() and runs.meta["device"] == "cpu"
+    assert not (tmp_path / ".partial-showo-vq").exists()
+
+    calls.clear()  # other settings: nothing kept from the first grid applies
+    explorer.precompute(tmp_path, points=pts[:1], steps=3, batch=2, n_eval=1)
+    assert calls == [16]
