@@ -68,7 +68,9 @@ def test_cli_rejects_unknown_keys_and_lists_them_in_help(capsys):
         explorer.main(["--stepz=3"])
     with pytest.raises(SystemExit) as e:
         explorer.main(["--help"])
-    assert e.value.code == 0 and "--jobs=1 --device=auto --threads=1 --steps=200" in capsys.readouterr().out
+    assert e.value.code == 0 and "--jobs=1 --device=auto --threads=1 --steps=400" in capsys.readouterr().out
+    # the defaults are the shipped grid's settings: the documented command remakes it
+    assert explorer.Runs().meta["settings"] == explorer.DEFAULTS
 
 
 def test_missing_grid_is_a_clear_error(tmp_path):
