@@ -23,7 +23,7 @@ from __future__ import annotations
 import itertools
 import json
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import replace
 from multiprocessing import get_context
 from pathlib import Path
@@ -141,7 +141,8 @@ def precompute(dest=EXPLORER_DIR, jobs: int = 1, device: str = "auto", threads: 
     bar = tqdm(total=len(points), initial=len(results), desc="explorer runs")
     if jobs > 1 and args:
         with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool:
-            for record, imgs in pool.map(_worker, args):
+            for done in as_completed([pool.submit(_worker, a) for a in args]):  # kept as each one finishes
+                record, imgs = done.result()
                 keep(record, imgs)
                 results[record["id"]] = (record, imgs)
                 bar.update()
