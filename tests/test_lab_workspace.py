@@ -46,3 +46,13 @@ def test_saved_work_is_kept_and_untouched_copies_follow_the_repository(tmp_path)
 def test_refuses_a_folder_inside_the_repository():
     with pytest.raises(SystemExit, match="outside the repository"):
         lab_workspace.sync(REPO_ROOT / "notebooks" / "lab", sources=SOURCES)
+
+
+def test_news_prompt_is_answered_and_other_overrides_are_kept(tmp_path):
+    settings = tmp_path / "share" / "jupyter" / "lab" / "settings" / "overrides.json"
+    settings.parent.mkdir(parents=True)
+    settings.write_text(json.dumps({"@jupyterlab/apputils-extension:themes": {"theme": "JupyterLab Dark"}}))
+    assert lab_workspace.quiet_news(tmp_path) == settings
+    data = json.loads(settings.read_text())
+    assert data["@jupyterlab/apputils-extension:notification"] == {"fetchNews": "false", "checkForUpdates": False}
+    assert data["@jupyterlab/apputils-extension:themes"] == {"theme": "JupyterLab Dark"}

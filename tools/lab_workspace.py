@@ -14,6 +14,10 @@ learner works on copies in `$RECA_NB_HOME/lab` (default `~/.cache/reca_nb/lab`):
 
 The notebooks find the library and its data through the installed package (`reca_nb.paths`), never through
 the current folder, so they run the same from the copies.
+
+It also answers JupyterLab's "get notified about official Jupyter news?" prompt with "no" for this environment
+(`overrides.json` in its lab settings): the toast otherwise sits over the first figures, and a tutorial has no
+business fetching a news feed.
 """
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ import argparse
 import hashlib
 import json
 import os
+import sys
 from pathlib import Path
 
 import nbformat
@@ -67,6 +72,17 @@ def sync(dest: Path | None = None, reset: bool = False, sources=None) -> list[st
     return notes
 
 
+def quiet_news(prefix: Path | None = None) -> Path:
+    """Set JupyterLab's news and update checks off in `prefix`'s app settings, keeping any other override."""
+    path = Path(prefix or sys.prefix) / "share" / "jupyter" / "lab" / "settings" / "overrides.json"
+    overrides = json.loads(path.read_text()) if path.exists() else {}
+    overrides.setdefault("@jupyterlab/apputils-extension:notification", {}).update(
+        fetchNews="false", checkForUpdates=False)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(overrides, indent=1) + "\n")
+    return path
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dest", type=Path, default=None, help="folder of the copies (default $RECA_NB_HOME/lab)")
@@ -74,6 +90,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     for line in sync(args.dest, args.reset):
         print(line)
+    quiet_news()
     print(Path(args.dest or default_dir()))
 
 
