@@ -90,7 +90,10 @@ def main(argv=None):
     args = ap.parse_args(argv)
     for line in sync(args.dest, args.reset):
         print(line)
-    quiet_news()
+    try:
+        quiet_news()
+    except OSError as e:  # a read-only environment: JupyterLab simply asks its question
+        print(f"JupyterLab's news prompt left as is: {e}")
     print(Path(args.dest or default_dir()))
 
 
