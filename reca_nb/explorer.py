@@ -138,24 +138,20 @@ def precompute(dest=EXPLORER_DIR, jobs: int = 1, device: str = "auto", threads: 
     # build the disk cache once, before the workers start
     data.image_pool(preset(ARCH).n_images, 0, base.image_size)
     args = [(p, cfg["steps"], cfg["batch"], cfg["n_eval"], cfg["seed"], device, threads) for p in todo]
-    bar = tqdm(total=len(points), initial=len(results), desc="explorer runs")
-    if jobs > 1 and args:
-        with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool:
-            for done in as_completed([pool.submit(_worker, a) for a in args]):  # kept as each one finishes
-                record, imgs = done.result()
-                keep(record, imgs)
-                results[record["id"]] = (record, imgs)
-                bar.update()
-    else:
-        for a in args:
-            record, imgs = run_point(*a)
-            keep(record, imgs)
-            results[record["id"]] = (record, imgs)
-            bar.update()
-    bar.close()
+    def finished_runs():  # (record, images) as each run finishes, on a pool or here
+        if jobs > 1 and args:
+            with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool:
+                for done in as_completed([pool.submit(_worker, a) for a in args]):
+                    yield done.result()
+        else:
+            yield from (run_point(*a) for a in args)
+
+    for record, imgs in tqdm(finished_runs(), total=len(points), initial=len(results), desc="explorer runs"):
+        keep(record, imgs)
+        results[record["id"]] = (record, imgs)
     ordered = [results[run_id(**p)] for p in points]
     meta = {"arch": ARCH, "settings": cfg, "grid": {k: list(v) for k, v in GRID.items()}, "base": base_scores,
-            "device": ", ".join(sorted({r.get("device", device) for r, _ in ordered})), "torch": torch.__version__,
+            "device": ", ".join(sorted({r["device"] for r, _ in ordered})), "torch": torch.__version__,
             "scorer": stamp["scorer"], "runs": {r["id"]: r for r, _ in ordered}}
     tensors = {f"{r['id']}/{k}": v for r, imgs in ordered for k, v in imgs.items()}
     atomic_write(dest / f"{ARCH}.safetensors", lambda t: save_file(tensors, str(t)))
